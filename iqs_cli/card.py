@@ -1,0 +1,197 @@
+"""The model card: what a model expects as input and what its outputs mean.
+
+A model is `<name>.onnx` with `<name>.json` beside it (see docs/design.md, "The model
+contract"). The command reads only the card to preprocess, and training uses the same
+`image_to_tensor` so both sides give the same tensor for the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("rejected", "pending", "accepted")
+DEFAULT_MODEL_NAME = "iqs-base"
+
+# Stars from MOS (0-100): a MOS >= the n-th threshold earns n+1 stars (1 star below the first).
+DEFAULT_STAR_THRESHOLDS = (30.0, 45.0, 60.0, 72.0)
+
+
+class CardError(Exception):
+    """A model card or model file is missing or malformed (message says what to do)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    size: int = 384  # square side, or the short side when resize == "short_side"
+    resize: str = "squash"  # "squash": whole photo to size x size; "short_side": keep aspect
+    crop: str = "none"  # "none" or "center" (center square crop after a short-side resize)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    layout: str = "NCHW"
+    color: str = "RGB"
+
+    def output_hw(self, width: int, height: int) -> tuple[int, int]:
+        """Height and width of the tensor made from a width x height image."""
+        if self.resize == "squash" or self.crop == "center":
+            return self.size, self.size
+        scale = self.size / min(width, height)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+@dataclass
+class ModelCard:
+    name: str
+    version: str
+    input: InputSpec
+    classes: tuple[str, ...] = CLASSES
+    attributes: tuple[str, ...] = ()
+    mos_range: tuple[float, float] = (0.0, 100.0)
+    thresholds: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    sha256: str = ""
+    license: str = ""
+    onnx_path: Path | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def star_thresholds(self) -> tuple[float, ...]:
+        return tuple(self.thresholds.get("stars", DEFAULT_STAR_THRESHOLDS))
+
+
+def image_to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """RGB PIL image -> float32 [3, H, W], resized and normalized as the card says."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    w, h = image.size
+    if spec.resize == "squash":
+        image = image.resize((spec.size, spec.size), Image.BILINEAR)
+    elif spec.resize == "short_side":
+        out_h, out_w = InputSpec(size=spec.size, resize="short_side").output_hw(w, h)
+        image = image.resize((out_w, out_h), Image.BILINEAR)
+        if spec.crop == "center":
+            left = (out_w - spec.size) // 2
+            top = (out_h - spec.size) // 2
+            image = image.crop((left, top, left + spec.size, top + spec.size))
+    else:
+        raise CardError(f"unknown resize mode {spec.resize!r} in model card")
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = (array - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def card_from_dict(data: dict, onnx_path: Path | None = None) -> ModelCard:
+    try:
+        spec = data["input"]
+        input_spec = InputSpec(
+            size=int(spec["size"]),
+            resize=spec.get("resize", "squash"),
+            crop=spec.get("crop", "none"),
+            mean=tuple(float(v) for v in spec.get("mean", (0.5, 0.5, 0.5))),
+            std=tuple(float(v) for v in spec.get("std", (0.5, 0.5, 0.5))),
+            layout=spec.get("layout", "NCHW"),
+            color=spec.get("color", "RGB"),
+        )
+        card = ModelCard(
+            name=str(data["name"]),
+            version=str(data.get("version", "0")),
+            input=input_spec,
+            classes=tuple(data.get("classes", CLASSES)),
+            attributes=tuple(data.get("attributes", ())),
+            mos_range=tuple(data.get("mos_range", (0.0, 100.0))),
+            thresholds=dict(data.get("thresholds", {})),
+            training=dict(data.get("training", {})),
+            metrics=dict(data.get("metrics", {})),
+            sha256=str(data.get("sha256", "")),
+            license=str(data.get("license", "")),
+            onnx_path=onnx_path,
+            raw=data,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CardError(f"model card is malformed ({exc!r}); re-export it with `iqs export`") from exc
+    if input_spec.layout != "NCHW" or input_spec.color != "RGB":
+        raise CardError("model card asks for a layout other than NCHW/RGB, which iqs does not support")
+    if card.classes != CLASSES:
+        raise CardError(f"model card classes must be {list(CLASSES)}, got {list(card.classes)}")
+    return card
+
+
+def card_to_dict(card: ModelCard) -> dict:
+    spec = card.input
+    data = dict(card.raw)
+    data.update(
+        name=card.name,
+        version=card.version,
+        input=dict(
+            size=spec.size, resize=spec.resize, crop=spec.crop, mean=list(spec.mean),
+            std=list(spec.std), layout=spec.layout, color=spec.color,
+        ),
+        classes=list(card.classes),
+        attributes=list(card.attributes),
+        mos_range=list(card.mos_range),
+        thresholds=card.thresholds,
+        training=card.training,
+        metrics=card.metrics,
+        sha256=card.sha256,
+        license=card.license,
+    )
+    return data
+
+
+def shipped_models_dir() -> Path:
+    """Folder of the models installed with iqs (package data of `iqs_weights`)."""
+    from importlib.resources import files
+
+    return Path(str(files("iqs_weights")))
+
+
+def resolve_model(model: str | None) -> Path:
+    """`--model` value (None, a shipped model name, or a path to .onnx/.json) -> .onnx path."""
+    if model is None:
+        model = DEFAULT_MODEL_NAME
+    candidate = Path(model).expanduser()
+    if candidate.suffix.lower() in (".onnx", ".json") or candidate.exists():
+        if candidate.is_dir():
+            raise CardError(f"{candidate}: is a folder; pass the model's .onnx file")
+        onnx_path = candidate.with_suffix(".onnx")
+    else:
+        onnx_path = shipped_models_dir() / f"{model}.onnx"
+        if not onnx_path.exists():
+            shipped = sorted(p.stem for p in shipped_models_dir().glob("*.onnx"))
+            hint = f"shipped models: {', '.join(shipped)}" if shipped else "no model is installed"
+            raise CardError(
+                f"model {model!r} not found ({hint}). Reinstall iqs (`pip install .` from a "
+                "checkout carries weights/), or pass --model PATH/TO/model.onnx"
+            )
+    if not onnx_path.exists():
+        raise CardError(f"{onnx_path}: model file not found; pass --model PATH/TO/model.onnx")
+    if not onnx_path.with_suffix(".json").exists():
+        raise CardError(
+            f"{onnx_path.with_suffix('.json')}: model card not found; every model needs its "
+            "card beside it (same name, .json), as `iqs export` writes it"
+        )
+    return onnx_path
+
+
+def load_card(model: str | Path | None) -> ModelCard:
+    onnx_path = resolve_model(None if model is None else str(model))
+    card_path = onnx_path.with_suffix(".json")
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CardError(f"{card_path}: cannot read model card ({exc})") from exc
+    return card_from_dict(data, onnx_path)

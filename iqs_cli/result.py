@@ -1,0 +1,35 @@
+"""One scored shot: what every output format, the cache, XMP writing and culling share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class ShotResult:
+    path: str  # the file that was decoded and scored (absolute)
+    files: list[str] = field(default_factory=list)  # every file of the shot (RAW + JPEG siblings)
+    label: str | None = None  # rejected | pending | accepted; None when the shot failed
+    probabilities: dict[str, float] = field(default_factory=dict)
+    mos: float | None = None  # 0-100, 100 best
+    stars: int | None = None  # 1-5; rejected shots are rated -1 in XMP, stars stay informative
+    reasons: list[str] = field(default_factory=list)
+    attributes: dict[str, float] = field(default_factory=dict)
+    model: str | None = None
+    model_version: str | None = None
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("cached")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ShotResult":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

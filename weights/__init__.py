@@ -1,0 +1,1 @@
+"""The shipped models: <name>.onnx with its card <name>.json (installed as package data)."""
