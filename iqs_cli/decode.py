@@ -1,0 +1,275 @@
+"""Photo file -> RGB pixels, fast: JPEG draft mode, EXIF orientation, RAW previews.
+
+`load_rgb` is the single way both the command and training turn a file into pixels, so the
+same file always gives the same image. It returns the smallest image whose short side is still
+at least `min_side` that can be had cheaply: JPEG (and RAW previews, which are JPEGs) decode at
+1/2, 1/4 or 1/8 scale in libjpeg's DCT ("draft mode"), other formats are shrunk by an integer
+box filter (`Image.reduce`). The caller does the final resize.
+
+Every failure is a `DecodeError` whose message says what is wrong with the file and what to
+do; the caller prints it after the path.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import re
+import stat
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from iqs_cli import rawpreview
+
+RAW_EXTENSIONS = frozenset(
+    {
+        ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".sr2", ".dng", ".raf",
+        ".orf", ".rw2", ".pef", ".srw", ".3fr", ".iiq",
+    }
+)  # fmt: skip
+# HEIC/HEIF are left out: this Pillow has no HEIF decoder (AVIF it has, through libavif).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".avif"})
+
+# Only the formats a camera or photo editor writes. Restricting Image.open keeps odd files
+# away from exotic plugins (EPS would even start Ghostscript).
+PILLOW_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "AVIF", "GIF", "BMP")
+# Pillow opens camera JPEGs that carry a multi-picture index as format "MPO" (a JPEG subclass).
+_JPEG_FORMATS = ("JPEG", "MPO")
+
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+# EXIF orientation (tag 0x0112) -> the transpose that shows the photo upright.
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+class DecodeError(Exception):
+    """A file could not be turned into pixels; the message names the cause and the remedy."""
+
+
+def load_rgb(path: Path, min_side: int) -> Image.Image:
+    """Decode `path` to an upright RGB image whose short side is >= min_side (when the source is).
+
+    min_side <= 0 means full size. RAW files (by extension) are read through an embedded JPEG
+    preview: the smallest whose short side reaches min_side, else the largest (a damaged one
+    is skipped for the next). Raises DecodeError for anything that is not a readable photo.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in RAW_EXTENSIONS:
+            return _load_raw(path, min_side)
+        return _load_image_file(path, min_side, suffix)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(_too_large_message(exc)) from None
+    except MemoryError:
+        raise DecodeError(
+            "not enough memory to decode this image; close other programs or export a smaller copy"
+        ) from None
+    except OSError as exc:
+        if exc.errno is not None:  # the operating system refused, not Pillow
+            raise DecodeError(_os_error_message(exc)) from None
+        raise DecodeError(_corrupt_message(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - Pillow plugins raise many kinds on bad data
+        raise DecodeError(_corrupt_message(exc)) from None
+
+
+def _load_image_file(path: Path, min_side: int, suffix: str) -> Image.Image:
+    _check_regular_file(path)
+    with open(path, "rb") as fp:
+        if os.fstat(fp.fileno()).st_size == 0:
+            raise DecodeError("empty file (0 bytes); re-copy it from the card or the backup")
+        try:
+            img = Image.open(fp, formats=PILLOW_FORMATS)
+        except UnidentifiedImageError:
+            fp.seek(0)
+            raise DecodeError(_unidentified_message(fp.read(32), suffix)) from None
+        with img:
+            return _decode(img, min_side)
+
+
+def _load_raw(path: Path, min_side: int) -> Image.Image:
+    _check_regular_file(path)
+    if path.stat().st_size == 0:
+        raise DecodeError("empty file (0 bytes); re-copy it from the card or the backup")
+    found = rawpreview.scan(path)
+    if not found.previews:
+        raise DecodeError(
+            "RAW file has no embedded JPEG preview; iqs scores RAW files through their preview"
+            " — export a JPEG or use a camera setting that embeds one"
+        )
+    first_error: DecodeError | None = None
+    # The smallest preview that is large enough decodes fastest; if one is damaged, the next.
+    for preview in rawpreview.preference_order(found.previews, min_side):
+        try:
+            jpeg = rawpreview.read_preview(path, preview)
+            with Image.open(io.BytesIO(jpeg), formats=("JPEG",)) as img:
+                # Previews are stored as the sensor saw them: the RAW's own orientation is
+                # the one raw converters honour, the preview's EXIF (if any) only a fallback.
+                return _decode(img, min_side, orientation=found.orientation)
+        except (MemoryError, Image.DecompressionBombError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged preview: try the next one
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # the file itself cannot be read: no other preview will do better
+            first_error = first_error or DecodeError(
+                "the RAW file's embedded JPEG preview is damaged ("
+                + _corrupt_message(exc).split(";")[0]
+                + "); re-copy the file from the card or export a JPEG from it"
+            )
+    assert first_error is not None
+    raise first_error
+
+
+def _check_regular_file(path: Path) -> None:
+    # stat before open: opening a FIFO or device would block or read forever.
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise DecodeError("not a regular file (a device, pipe or socket), so not a photo")
+
+
+def _decode(img: Image.Image, min_side: int, orientation: int | None = None) -> Image.Image:
+    """Load `img` (an opened file) reduced, as RGB, upright; `orientation` overrides its EXIF."""
+    if img.format in _JPEG_FORMATS and min_side > 0:
+        # A square request makes draft keep the short side >= min_side whatever the rotation.
+        img.draft("RGB", (min_side, min_side))
+    img.load()  # decode now, so a truncated or corrupt file fails here
+    if orientation is None or not 1 <= orientation <= 8:
+        orientation = _exif_orientation(img)
+    rgb = _to_rgb(img)
+    if min_side > 0:
+        factor = min(rgb.size) // min_side
+        if factor >= 2:
+            rgb = rgb.reduce(factor)
+    if orientation in _TRANSPOSE:
+        rgb = rgb.transpose(_TRANSPOSE[orientation])
+    # When nothing changed, rgb is the opened image itself: fully loaded, its file closed by the
+    # caller's `with`; a copy would cost a 72 MB memcpy for a full-size 24 MP photo.
+    return rgb
+
+
+def _exif_orientation(img: Image.Image) -> int | None:
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
+        return None
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    return value if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB: transparency over white, 16-bit and float scaled to 8 bits."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P" and "transparency" in img.info or mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _high_depth_to_rgb(img)
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        message = f"unsupported pixel format (Pillow mode {mode}); export an 8-bit RGB copy"
+        raise DecodeError(message) from exc
+
+
+def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
+    values = np.asarray(img).astype(np.float32)
+    if img.mode.startswith("I;16"):
+        scale, low = 255.0 / 65535.0, 0.0
+    else:
+        finite = values[np.isfinite(values)]
+        lo = float(finite.min()) if finite.size else 0.0
+        hi = float(finite.max()) if finite.size else 0.0
+        if img.mode == "F" and lo >= 0.0 and hi <= 1.0:  # float photos are usually 0..1
+            scale, low = 255.0, 0.0
+        elif lo >= 0.0 and hi <= 65535.0:  # 32-bit int holding 8- or 16-bit samples
+            scale, low = (255.0 / 65535.0 if hi > 255.0 else 1.0), 0.0
+        else:  # any other range: stretch what is there
+            scale, low = (255.0 / (hi - lo) if hi > lo else 0.0), lo
+    gray = np.clip(np.nan_to_num((values - low) * scale) + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, "L").convert("RGB")
+
+
+def _unidentified_message(head: bytes, suffix: str) -> str:
+    """Why Pillow could not open a file, judged from its first bytes."""
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS or suffix in (".heic", ".heif"):
+        return "HEIC/HEIF images are not supported here; export a JPEG"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")) or suffix == ".jxl":
+        return "JPEG XL images are not supported here; export a JPEG"
+    if head[4:12] == b"ftypcrx ":
+        return "this is a Canon CR3 RAW file with the wrong extension; rename it to .CR3"
+    signatures = {
+        b"\xff\xd8\xff": "JPEG",
+        b"\x89PNG\r\n\x1a\n": "PNG",
+        b"II*\x00": "TIFF",
+        b"MM\x00*": "TIFF",
+        b"GIF8": "GIF",
+    }
+    kind = next((name for magic, name in signatures.items() if head.startswith(magic)), None)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "WebP"
+    elif head[4:12] in (b"ftypavif", b"ftypavis"):
+        kind = "AVIF"
+    if kind:
+        return (
+            f"damaged {kind} file: its header is corrupt or cut off;"
+            " re-copy it from the card or re-export it"
+        )
+    return "not an image or an unsupported format (iqs reads JPEG, PNG, TIFF, WebP, AVIF and camera RAW)"
+
+
+def _too_large_message(exc: Exception) -> str:
+    # Pillow says "Image size (N pixels) exceeds limit of M pixels, ..."
+    numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
+    if len(numbers) >= 2:
+        return (
+            f"image too large: {_megapixels(numbers[0])} megapixels exceeds the limit of"
+            f" {_megapixels(numbers[1])} (a guard against decompression bombs); export a smaller copy"
+        )
+    return "image too large: it exceeds Pillow's decompression-bomb limit; export a smaller copy"
+
+
+def _megapixels(pixels: int) -> str:
+    value = pixels / 1e6
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def _os_error_message(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "file not found (moved or deleted?)"
+    if isinstance(exc, PermissionError):
+        return "permission denied: cannot read the file; check its permissions"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not a file"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop: the link points back at itself"
+    return f"cannot read the file: {exc.strerror or exc}; check the disk or card"
+
+
+def _corrupt_message(exc: Exception) -> str:
+    text = str(exc)
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
+        return "truncated image: the file ends early or is cut off; re-copy it from the card"
+    detail = f" ({text})" if text and len(text) < 120 else ""
+    return f"corrupt image data{detail}; re-copy the file or re-export it"
