@@ -1,0 +1,194 @@
+"""The `iqs` command: options in, calls to the modules that do the work, output out."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from iqs_cli import __version__
+from iqs_cli.cache import ResultCache
+from iqs_cli.card import CardError, load_card
+from iqs_cli.discover import discover, discover_files, paths_from_stdin
+from iqs_cli.engine import EngineError, ModelSession
+from iqs_cli.report import FORMATS, ResultWriter, console_for, display_path, open_output, summary_line
+from iqs_cli.result import ShotResult
+from iqs_cli.scoring import Scorer
+from iqs_cli.verdict import Thresholds
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    help="Score photos with a neural image-quality model and label them for digiKam, "
+    "darktable and Lightroom.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+stderr = Console(stderr=True, highlight=False)
+
+
+def fail_usage(message: str) -> None:
+    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"iqs {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """iqs: photo culling from the command line."""
+
+
+# Options shared by `score` and `cull` (typer reads them from each command's signature).
+ModelOpt = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .onnx file (its .json card beside it).")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, or auto (CUDA when ONNX Runtime has it).")
+BatchOpt = typer.Option(16, "--batch-size", min=1, help="Photos per inference call.")
+WorkersOpt = typer.Option(None, "--workers", min=1, help="Decoding threads (default: one per core).")
+RecursiveOpt = typer.Option(True, "--recursive/--no-recursive", help="Walk subfolders.")
+NoCacheOpt = typer.Option(False, "--no-cache", help="Score everything again; do not read or write the results cache.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (errors are still printed).")
+RejectAtOpt = typer.Option(None, "--reject-at", min=0.0, max=1.0, help="Reject when P(rejected) >= this (default: the most likely class wins).")
+AcceptAtOpt = typer.Option(None, "--accept-at", min=0.0, max=1.0, help="Accept only when P(accepted) >= this.")
+
+
+@dataclass
+class ScoringRun:
+    results: list[ShotResult]
+    seconds: float
+
+    @property
+    def failed(self) -> list[ShotResult]:
+        return [r for r in self.results if not r.ok]
+
+    def counts(self) -> Counter:
+        return Counter(r.label for r in self.results if r.ok)
+
+
+def _entries(paths: list[str], recursive: bool, skip_dirs: list[Path]):
+    if paths == ["-"]:
+        return list(discover_files(paths_from_stdin(sys.stdin.buffer)))
+    if "-" in paths:
+        fail_usage("'-' (read paths from stdin) cannot be mixed with other paths")
+    return list(discover(paths, recursive=recursive, skip_dirs=skip_dirs))
+
+
+def _open_session(model: Optional[str], device: str) -> ModelSession:
+    try:
+        card = load_card(model)
+        return ModelSession(card, device=device)
+    except (CardError, EngineError) as exc:
+        fail_usage(str(exc))
+        raise  # unreachable: fail_usage exits
+
+
+def run_scoring(paths: list[str], *, model, device, batch_size, workers, recursive, no_cache,
+                quiet, reject_at, accept_at, on_result=None, skip_dirs=()) -> ScoringRun:
+    if not paths:
+        fail_usage("give at least one folder or photo, or - to read paths from stdin")
+    session = _open_session(model, device)
+    entries = _entries(paths, recursive, list(skip_dirs))
+    cache = None if no_cache else ResultCache(model_sha256=session.sha256)
+    if cache is not None and cache.warning:
+        stderr.print(f"[yellow]warning:[/] {cache.warning}")
+    scorer = Scorer(session, Thresholds(reject_at=reject_at, accept_at=accept_at), cache,
+                    batch_size=batch_size, workers=workers)
+    results: list[ShotResult] = []
+    started = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]scoring[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(), console=stderr, transient=True,
+        disable=quiet or not stderr.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("score", total=len(entries), rate="")
+        for result in scorer.score(entries):
+            results.append(result)
+            if not result.ok:
+                progress.console.print(
+                    f"[bold magenta]error:[/] {display_path(result.path)}: {result.error}",
+                    soft_wrap=True, highlight=False, markup=True,
+                )
+            if on_result is not None:
+                on_result(result)
+            elapsed = time.perf_counter() - started
+            progress.update(task, advance=1, rate=f"{len(results) / max(elapsed, 1e-6):.1f}/s")
+    if cache is not None:
+        if cache.warning:
+            stderr.print(f"[yellow]warning:[/] {cache.warning}")
+        cache.close()
+    return ScoringRun(results, time.perf_counter() - started)
+
+
+def _resolve_format(fmt: str, output: Optional[Path]) -> str:
+    if fmt not in FORMATS:
+        fail_usage(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt != "auto":
+        return fmt
+    if output is not None and str(output) != "-":
+        return {".csv": "csv", ".json": "json"}.get(output.suffix.lower(), "jsonl")
+    return "table" if sys.stdout.isatty() else "jsonl"
+
+
+def _print_summary(run: ScoringRun, quiet: bool) -> None:
+    if not quiet:
+        cached = sum(1 for r in run.results if r.cached)
+        stderr.print(summary_line(run.counts(), len(run.failed), cached, run.seconds))
+
+
+@app.command()
+def score(
+    paths: list[str] = typer.Argument(None, help="Folders, photos, or - to read paths from stdin (find ... | iqs score -)."),
+    model: Optional[str] = ModelOpt,
+    device: str = DeviceOpt,
+    batch_size: int = BatchOpt,
+    workers: Optional[int] = WorkersOpt,
+    fmt: str = typer.Option("auto", "--format", "-f", help="table, jsonl, json or csv (default: table on a terminal, jsonl when piped)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to this file (written whole, atomically)."),
+    recursive: bool = RecursiveOpt,
+    no_cache: bool = NoCacheOpt,
+    quiet: bool = QuietOpt,
+    reject_at: Optional[float] = RejectAtOpt,
+    accept_at: Optional[float] = AcceptAtOpt,
+) -> None:
+    """Score photos: label (rejected / pending / accepted), MOS 0-100, stars, reasons."""
+    fmt = _resolve_format(fmt, output)
+    stream, target = open_output(output)
+    writer = ResultWriter(fmt, stream)
+    try:
+        run = run_scoring(
+            paths or [], model=model, device=device, batch_size=batch_size, workers=workers,
+            recursive=recursive, no_cache=no_cache, quiet=quiet, reject_at=reject_at,
+            accept_at=accept_at, on_result=writer.add,
+        )
+        writer.close(console_for(stream) if fmt == "table" else None)
+    except BaseException:
+        if target is not None:
+            target.abort()
+        raise
+    if target is not None:
+        target.commit()
+    _print_summary(run, quiet)
+    raise typer.Exit(EXIT_SOME_FAILED if run.failed else EXIT_OK)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/]")
+        sys.exit(130)

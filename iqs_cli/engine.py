@@ -1,0 +1,103 @@
+"""ONNX Runtime session for a model card: provider choice (CPU/CUDA) and batched inference."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from iqs_cli.card import CLASSES, CardError, ModelCard, file_sha256
+from iqs_cli.verdict import softmax
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+class EngineError(Exception):
+    """The model cannot run here (message says what to do)."""
+
+
+@dataclass
+class ModelOutputs:
+    probabilities: np.ndarray  # [N, 3], order CLASSES
+    mos: np.ndarray  # [N], 0-100
+    attributes: np.ndarray | None  # [N, K] in [0, 1], names in the card
+
+
+def select_providers(device: str, available: list[str]) -> list[str]:
+    if device not in DEVICES:
+        raise EngineError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise EngineError(
+            "--device cuda: ONNX Runtime here has no CUDA support (providers: "
+            f"{', '.join(available)}). Install `onnxruntime-gpu` in place of `onnxruntime`, "
+            "or use --device cpu"
+        )
+    return ["CPUExecutionProvider"]
+
+
+class ModelSession:
+    def __init__(self, card: ModelCard, device: str = "cpu", threads: int | None = None,
+                 verify_sha256: bool = True):
+        import onnxruntime as ort
+
+        if card.onnx_path is None:
+            raise CardError("model card has no model file")
+        self.card = card
+        self.sha256 = file_sha256(card.onnx_path)
+        if verify_sha256 and card.sha256 and card.sha256 != self.sha256:
+            raise CardError(
+                f"{card.onnx_path}: sha256 does not match its card (file damaged or replaced?); "
+                "re-export the model or reinstall iqs"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.providers = select_providers(device, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(
+                str(card.onnx_path), sess_options=options, providers=self.providers
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError(f"{card.onnx_path}: ONNX Runtime cannot load the model ({exc})") from exc
+        self.providers = self.session.get_providers()
+        outputs = {o.name for o in self.session.get_outputs()}
+        missing = {"class_logits", "mos"} - outputs
+        if missing or [i.name for i in self.session.get_inputs()] != ["image"]:
+            raise CardError(
+                f"{card.onnx_path}: not an iqs model (needs input 'image' and outputs "
+                f"class_logits, mos; missing {sorted(missing) or 'input image'})"
+            )
+        self.output_names = ["class_logits", "mos"] + (["attributes"] if "attributes" in outputs else [])
+
+    def infer(self, batch: np.ndarray) -> ModelOutputs:
+        results = self.session.run(self.output_names, {"image": batch})
+        logits, mos = results[0], results[1]
+        attributes = results[2] if len(results) > 2 else None
+        low, high = self.card.mos_range
+        mos = np.clip(np.asarray(mos, np.float32).reshape(-1), low, high)
+        return ModelOutputs(softmax(np.asarray(logits, np.float32)), mos, attributes)
+
+    def describe(self) -> str:
+        device = "GPU (CUDA)" if self.providers[0] == "CUDAExecutionProvider" else "CPU"
+        return f"{self.card.name} {self.card.version} on {device}"
+
+
+def outputs_row(outputs: ModelOutputs, index: int, card: ModelCard) -> dict:
+    """One image's raw outputs as plain data (what the cache stores)."""
+    attributes = {}
+    if outputs.attributes is not None:
+        attributes = {
+            name: round(float(v), 4) for name, v in zip(card.attributes, outputs.attributes[index])
+        }
+    return {
+        "probabilities": {
+            name: round(float(p), 4) for name, p in zip(CLASSES, outputs.probabilities[index])
+        },
+        "mos": round(float(outputs.mos[index]), 2),
+        "attributes": attributes,
+    }

@@ -1,0 +1,144 @@
+"""Shots in, ShotResults out: cache look-up, decoding in a thread pool, batched inference.
+
+Decoding of the next batch runs in worker threads while the current batch is inferred, so the
+two share the cores instead of taking turns. At most two batches of tensors are alive at once:
+memory stays flat however many photos there are. Results come out in input order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+
+import numpy as np
+
+from iqs_cli.cache import FileKey, ResultCache
+from iqs_cli.card import image_to_tensor
+from iqs_cli.decode import DecodeError, load_rgb
+from iqs_cli.discover import DiscoveryError, Shot
+from iqs_cli.engine import ModelSession, outputs_row
+from iqs_cli.result import ShotResult
+from iqs_cli.verdict import Thresholds, decide
+
+
+@dataclass
+class _Item:
+    result: ShotResult
+    key: FileKey | None = None
+    future: Future | None = None
+    outputs: dict | None = None  # raw model outputs once known
+    tensor: np.ndarray | None = field(default=None, repr=False)
+
+
+def _describe_exception(exc: BaseException) -> str:
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory while decoding; the image is too large for this machine"
+    return f"unexpected error while decoding ({type(exc).__name__}: {exc}); please report it"
+
+
+class Scorer:
+    def __init__(self, session: ModelSession, thresholds: Thresholds = Thresholds(),
+                 cache: ResultCache | None = None, batch_size: int = 16,
+                 workers: int | None = None):
+        self.session = session
+        self.card = session.card
+        self.thresholds = thresholds
+        self.cache = cache
+        self.batch_size = max(1, batch_size)
+        self.workers = max(1, workers or (os.cpu_count() or 1))
+
+    def _decode(self, path: str) -> np.ndarray:
+        image = load_rgb(path, self.card.input.size)
+        return image_to_tensor(image, self.card.input)
+
+    def _start(self, entry: Shot | DiscoveryError, pool: ThreadPoolExecutor) -> _Item:
+        if isinstance(entry, DiscoveryError):
+            return _Item(ShotResult(path=entry.path, files=[entry.path], error=entry.message))
+        result = ShotResult(
+            path=str(entry.primary), files=[str(f) for f in entry.files],
+            model=self.card.name, model_version=self.card.version,
+        )
+        item = _Item(result)
+        try:
+            item.key = FileKey.of(entry.primary)
+        except FileNotFoundError:
+            result.error = "file not found (moved or deleted while iqs ran?)"
+            return item
+        except OSError as exc:
+            result.error = f"cannot read the file ({exc.strerror or exc})"
+            return item
+        if self.cache is not None:
+            item.outputs = self.cache.get(item.key)
+            result.cached = item.outputs is not None
+        if item.outputs is None:
+            item.future = pool.submit(self._decode, str(entry.primary))
+        return item
+
+    def _finish(self, items: list[_Item]) -> list[ShotResult]:
+        to_infer: list[_Item] = []
+        for item in items:
+            if item.future is None:
+                continue
+            try:
+                item.tensor = item.future.result()
+                to_infer.append(item)
+            except BaseException as exc:  # noqa: BLE001 - one bad file must not stop the run
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                item.result.error = _describe_exception(exc)
+        # Tensors of one shape share a batch (squash-resized models give one shape for all).
+        by_shape: dict[tuple, list[_Item]] = {}
+        for item in to_infer:
+            by_shape.setdefault(item.tensor.shape, []).append(item)
+        fresh: list[tuple[FileKey, dict]] = []
+        for group in by_shape.values():
+            batch = np.stack([item.tensor for item in group])
+            try:
+                outputs = self.session.infer(batch)
+            except Exception as exc:  # noqa: BLE001 - report per file, keep going
+                for item in group:
+                    item.result.error = f"model failed on this image ({exc})"
+                continue
+            for index, item in enumerate(group):
+                item.outputs = outputs_row(outputs, index, self.card)
+                fresh.append((item.key, item.outputs))
+            for item in group:
+                item.tensor = None
+        if self.cache is not None:
+            self.cache.put_many(fresh)
+        for item in items:
+            if item.outputs is not None and item.result.error is None:
+                self._apply(item.result, item.outputs)
+        return [item.result for item in items]
+
+    def _apply(self, result: ShotResult, outputs: dict) -> None:
+        verdict = decide(
+            outputs["probabilities"], outputs["mos"], outputs.get("attributes", {}),
+            self.card, self.thresholds,
+        )
+        result.probabilities = outputs["probabilities"]
+        result.mos = outputs["mos"]
+        result.attributes = outputs.get("attributes", {})
+        result.label, result.stars, result.reasons = verdict.label, verdict.stars, verdict.reasons
+
+    def score(self, entries: Iterable[Shot | DiscoveryError],
+              on_result: Callable[[ShotResult], None] | None = None) -> Iterator[ShotResult]:
+        stream = iter(entries)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="iqs-decode") as pool:
+            previous: list[_Item] | None = None
+            while True:
+                chunk = list(islice(stream, self.batch_size))
+                current = [self._start(entry, pool) for entry in chunk]
+                if previous is not None:
+                    for result in self._finish(previous):
+                        if on_result:
+                            on_result(result)
+                        yield result
+                if not chunk:
+                    break
+                previous = current

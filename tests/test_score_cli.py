@@ -1,0 +1,236 @@
+"""`iqs score` end to end with the tiny ONNX model: outputs, exit codes, bad input, cache."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_photo
+from iqs_cli.cli import app
+
+runner = CliRunner()
+
+
+def score(*args: str, input: bytes | None = None):
+    return runner.invoke(app, ["score", *args], input=input, catch_exceptions=False)
+
+
+def jsonl(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    make_photo(folder / "dark.jpg", brightness=5, size=(120, 80))
+    make_photo(folder / "mid.jpg", brightness=128, size=(120, 80))
+    make_photo(folder / "sub" / "bright.png", brightness=250, size=(80, 120))
+    return folder
+
+
+def test_scores_a_folder_as_jsonl(photos, tiny_model):
+    result = score(str(photos), "--model", str(tiny_model), "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    records = {Path(r["path"]).name: r for r in jsonl(result.stdout)}
+    assert set(records) == {"dark.jpg", "mid.jpg", "bright.png"}
+    assert records["dark.jpg"]["label"] == "rejected"
+    assert records["mid.jpg"]["label"] == "pending"
+    assert records["dark.jpg"]["mos"] < records["mid.jpg"]["mos"] < records["bright.png"]["mos"]
+    dark = records["dark.jpg"]
+    assert dark["stars"] == 1 and "underexposed" in dark["reasons"]
+    assert abs(sum(dark["probabilities"].values()) - 1) < 1e-3
+    assert dark["model"] == "tiny" and dark["model_version"] == "0.0.1" and dark["error"] is None
+
+
+def test_no_recursive_skips_subfolders(photos, tiny_model):
+    result = score(str(photos), "--model", str(tiny_model), "-f", "jsonl", "--no-recursive")
+    assert sorted(Path(r["path"]).name for r in jsonl(result.stdout)) == ["dark.jpg", "mid.jpg"]
+
+
+def test_json_csv_and_output_file(photos, tiny_model, tmp_path):
+    as_json = score(str(photos), "--model", str(tiny_model), "--format", "json")
+    assert len(json.loads(as_json.stdout)) == 3
+    out = tmp_path / "results.csv"
+    result = score(str(photos), "--model", str(tiny_model), "--output", str(out))
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 3 and {"path", "label", "mos", "stars", "p_rejected"} <= set(rows[0])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".results.csv")]  # no temp left
+
+
+def test_table_for_people(photos, tiny_model):
+    result = score(str(photos), "--model", str(tiny_model), "--format", "table")
+    assert result.exit_code == 0
+    assert "rejected" in result.stdout and "pending" in result.stdout
+    # sorted by score: the bright photo comes before the dark one
+    assert result.stdout.index("bright.png") < result.stdout.index("dark.jpg")
+
+
+def test_paths_from_stdin(photos, tiny_model):
+    listing = "\n".join(str(p) for p in sorted(photos.rglob("*")) if p.is_file()) + "\n"
+    result = score("-", "--model", str(tiny_model), "-f", "jsonl", input=listing.encode())
+    assert result.exit_code == 0, result.output
+    assert len(jsonl(result.stdout)) == 3
+
+
+def test_missing_model_is_one_clear_usage_error(photos, tmp_path):
+    result = score(str(photos), "--model", str(tmp_path / "nope.onnx"))
+    assert result.exit_code == 2
+    assert "model file not found" in result.output and "--model" in result.output
+
+
+def test_unknown_option_is_usage_error(photos, tiny_model):
+    assert score(str(photos), "--model", str(tiny_model), "--format", "yaml").exit_code == 2
+    assert score(str(photos), "--bogus").exit_code == 2
+
+
+def _bad_inputs(folder: Path, shared: Path | None) -> dict[str, str]:
+    """name -> words its error line must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "zero.jpg").write_bytes(b"")
+    good = make_photo(folder / "good.jpg", size=(64, 48))
+    (folder / "truncated.jpg").write_bytes(good.read_bytes()[:300])
+    (folder / "random.jpg").write_bytes(os.urandom(2048))
+    # A PNG header claiming 40000 x 40000 pixels: more than Pillow's decompression-bomb limit.
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+    png += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    idat = zlib.compress(b"\x00" * 64)
+    png += struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+    (folder / "bomb.png").write_bytes(png)
+    os.symlink(folder / "gone.jpg", folder / "broken-link.jpg")
+    expected = {
+        "zero.jpg": "empty", "truncated.jpg": "truncated", "random.jpg": "not an image",
+        "bomb.png": "too large", "broken-link.jpg": "symbolic link",
+    }
+    try:
+        weird = os.fsdecode(b"caf\xe9-latin1.jpg")
+        make_photo(folder / weird, size=(64, 48))
+        (folder / os.fsdecode(b"bad-\xff.jpg")).write_bytes(b"")
+        expected[os.fsdecode(b"bad-\xff.jpg")] = "empty"
+    except (OSError, UnicodeError):
+        pass
+    if shared is not None:
+        shutil.copy(shared / "raw-samples" / "IMG_1361.dng", folder / "nopreview.dng")
+        expected["nopreview.dng"] = "no embedded jpeg preview"
+    return expected
+
+
+def test_bad_inputs_each_get_one_line_and_the_run_goes_on(tmp_path, tiny_model, shared_data):
+    folder = tmp_path / "bad"
+    expected = _bad_inputs(folder, shared_data)
+    missing = tmp_path / "does-not-exist"
+    result = score(str(folder), str(missing), "--model", str(tiny_model), "-f", "jsonl")
+    assert result.exit_code == 1
+    records = {Path(r["path"]).name: r for r in jsonl(result.stdout)}
+    assert records["good.jpg"]["error"] is None and records["good.jpg"]["label"]
+    assert records["does-not-exist"]["error"] and "no such file" in records["does-not-exist"]["error"]
+    for name, words in expected.items():
+        assert records[name]["error"] and words in records[name]["error"].lower(), (name, records[name])
+        lines = [line for line in result.stderr.splitlines() if name.encode("utf-8", "backslashreplace").decode() in line
+                 or name in line]
+        assert len(lines) == 1, (name, result.stderr)
+
+
+def test_folder_named_like_a_photo_from_stdin(tmp_path, tiny_model):
+    (tmp_path / "x.jpg").mkdir()
+    result = score("-", "--model", str(tiny_model), "-f", "jsonl", input=f"{tmp_path / 'x.jpg'}\n".encode())
+    assert result.exit_code == 1
+    [record] = jsonl(result.stdout)
+    assert "folder" in record["error"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file(tmp_path, tiny_model):
+    photo = make_photo(tmp_path / "locked.jpg")
+    photo.chmod(0)
+    result = score(str(tmp_path), "--model", str(tiny_model), "-f", "jsonl")
+    assert result.exit_code == 1 and "permission" in jsonl(result.stdout)[0]["error"]
+
+
+def test_cache_rescores_only_what_changed(photos, tiny_model, monkeypatch):
+    first = jsonl(score(str(photos), "--model", str(tiny_model), "-f", "jsonl").stdout)
+    assert first and all(r["error"] is None for r in first)
+    make_photo(photos / "mid.jpg", brightness=250, size=(120, 80))  # changed: re-scored
+    import iqs_cli.scoring
+
+    decoded = []
+    real_load = iqs_cli.scoring.load_rgb
+    monkeypatch.setattr(iqs_cli.scoring, "load_rgb", lambda p, s: decoded.append(p) or real_load(p, s))
+    second = score(str(photos), "--model", str(tiny_model), "-f", "jsonl")
+    assert [Path(p).name for p in decoded] == ["mid.jpg"]
+    records = {Path(r["path"]).name: r for r in jsonl(second.stdout)}
+    assert records["mid.jpg"]["mos"] > {Path(r["path"]).name: r for r in first}["mid.jpg"]["mos"]
+    from iqs_cli.cache import FileKey, ResultCache
+    from iqs_cli.card import file_sha256
+
+    cache = ResultCache(model_sha256=file_sha256(tiny_model))
+    assert cache.get(FileKey.of(photos / "dark.jpg")) is not None
+    cache.close()
+
+
+def test_no_cache_leaves_cache_alone(photos, tiny_model, tmp_path):
+    score(str(photos), "--model", str(tiny_model), "-f", "jsonl", "--no-cache")
+    assert not (Path(os.environ["IQS_CACHE_DIR"]) / "results.sqlite3").exists()
+
+
+def test_two_runs_at_once_share_the_cache(photos, tiny_model, tmp_path):
+    for i in range(30):
+        make_photo(photos / "many" / f"p{i:02d}.jpg", brightness=8 * i, seed=i)
+    command = [sys.executable, "-m", "iqs_cli", "score", str(photos), "--model", str(tiny_model),
+               "-f", "jsonl", "--batch-size", "4"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    third = subprocess.run(command, capture_output=True, timeout=120)
+    assert third.returncode == 0
+    records = jsonl(third.stdout.decode())
+    assert len(records) == 33 and all(r["error"] is None for r in records)
+    assert b"warning" not in third.stderr
+
+
+def test_corrupt_cache_file_degrades_to_no_cache(photos, tiny_model):
+    cache_dir = Path(os.environ["IQS_CACHE_DIR"])
+    cache_dir.mkdir(parents=True)
+    (cache_dir / "results.sqlite3").write_bytes(b"this is not a database" * 100)
+    result = score(str(photos), "--model", str(tiny_model), "-f", "jsonl")
+    assert result.exit_code == 0 and len(jsonl(result.stdout)) == 3
+    assert "cache" in result.stderr
+
+
+def test_python_dash_m_and_version(tiny_model, photos):
+    done = subprocess.run([sys.executable, "-m", "iqs_cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("iqs ")
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(photos, tiny_model):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    result = score(str(photos), "--model", str(tiny_model), "--device", "cuda")
+    assert result.exit_code == 2 and "onnxruntime-gpu" in result.output
+
+
+def test_raw_and_jpeg_siblings_are_one_shot(tmp_path, tiny_model, shared_data):
+    shutil.copy(shared_data / "raw-samples" / "Canon-R6-pruned.CR3", tmp_path / "IMG_1.CR3")
+    make_photo(tmp_path / "IMG_1.JPG", size=(90, 60))
+    shutil.copy(shared_data / "raw-samples" / "Canon-R6-pruned.CR3", tmp_path / "IMG_2.CR3")
+    result = score(str(tmp_path), "--model", str(tiny_model), "-f", "jsonl")
+    assert result.exit_code == 0, result.output
+    records = {Path(r["path"]).name: r for r in jsonl(result.stdout)}
+    assert set(records) == {"IMG_1.JPG", "IMG_2.CR3"}
+    assert sorted(Path(f).name for f in records["IMG_1.JPG"]["files"]) == ["IMG_1.CR3", "IMG_1.JPG"]
+    assert records["IMG_2.CR3"]["label"] is not None  # scored through its embedded preview
