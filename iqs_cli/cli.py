@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from iqs_cli import __version__
+from iqs_cli import __version__, cull, xmp
 from iqs_cli.cache import ResultCache
 from iqs_cli.card import CardError, load_card
 from iqs_cli.discover import discover, discover_files, paths_from_stdin
@@ -64,6 +64,53 @@ NoCacheOpt = typer.Option(False, "--no-cache", help="Score everything again; do 
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (errors are still printed).")
 RejectAtOpt = typer.Option(None, "--reject-at", min=0.0, max=1.0, help="Reject when P(rejected) >= this (default: the most likely class wins).")
 AcceptAtOpt = typer.Option(None, "--accept-at", min=0.0, max=1.0, help="Accept only when P(accepted) >= this.")
+SidecarOpt = typer.Option("digikam", "--sidecar-name", help="digikam: photo.ext.xmp (digiKam, darktable); lightroom: photo.xmp.")
+InFileOpt = typer.Option(False, "--in-file", help="Write XMP into JPEG/TIFF/PNG/WebP files themselves (never into RAW files).")
+ColorOpt = typer.Option(False, "--color-labels", help="Also set color labels: rejected red, pending yellow, accepted green.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace pick labels and ratings a person set (kept by default).")
+
+
+@dataclass
+class XmpOptions:
+    style: str
+    in_file: bool
+    color_labels: bool
+    overwrite: bool
+
+    def __post_init__(self) -> None:
+        if self.style not in xmp.SIDECAR_STYLES:
+            fail_usage(f"--sidecar-name must be one of {', '.join(xmp.SIDECAR_STYLES)}")
+
+
+@dataclass
+class XmpTally:
+    created: int = 0
+    updated: int = 0
+    human_kept: int = 0
+    failed: int = 0
+
+    def write(self, result: ShotResult, options: XmpOptions, recorder=None) -> None:
+        if not result.ok:
+            return
+        for outcome in xmp.write_shot(result, style=options.style, in_file=options.in_file,
+                                      color_labels=options.color_labels,
+                                      overwrite=options.overwrite, recorder=recorder):
+            if not outcome.ok:
+                self.failed += 1
+                stderr.print(f"[bold magenta]error:[/] {outcome.error}", soft_wrap=True,
+                             highlight=False, markup=True)
+                continue
+            self.created += outcome.created
+            self.updated += not outcome.created
+            self.human_kept += outcome.human_kept
+
+    def line(self) -> str:
+        text = f"XMP: {self.created} written new, {self.updated} updated"
+        if self.human_kept:
+            text += f", {self.human_kept} kept labels a person set (--overwrite replaces them)"
+        if self.failed:
+            text += f", {self.failed} failed"
+        return text
 
 
 @dataclass
@@ -164,16 +211,29 @@ def score(
     quiet: bool = QuietOpt,
     reject_at: Optional[float] = RejectAtOpt,
     accept_at: Optional[float] = AcceptAtOpt,
+    write_xmp: bool = typer.Option(False, "--write-xmp", help="Also write pick labels and ratings as XMP (see `iqs cull` for moving and undo)."),
+    sidecar_name: str = SidecarOpt,
+    in_file: bool = InFileOpt,
+    color_labels: bool = ColorOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Score photos: label (rejected / pending / accepted), MOS 0-100, stars, reasons."""
     fmt = _resolve_format(fmt, output)
+    xmp_options = XmpOptions(sidecar_name, in_file, color_labels, overwrite)
+    tally = XmpTally()
     stream, target = open_output(output)
     writer = ResultWriter(fmt, stream)
+
+    def on_result(result: ShotResult) -> None:
+        writer.add(result)
+        if write_xmp:
+            tally.write(result, xmp_options)
+
     try:
         run = run_scoring(
             paths or [], model=model, device=device, batch_size=batch_size, workers=workers,
             recursive=recursive, no_cache=no_cache, quiet=quiet, reject_at=reject_at,
-            accept_at=accept_at, on_result=writer.add,
+            accept_at=accept_at, on_result=on_result,
         )
         writer.close(console_for(stream) if fmt == "table" else None)
     except BaseException:
@@ -183,7 +243,114 @@ def score(
     if target is not None:
         target.commit()
     _print_summary(run, quiet)
-    raise typer.Exit(EXIT_SOME_FAILED if run.failed else EXIT_OK)
+    if write_xmp and not quiet:
+        stderr.print(tally.line())
+    raise typer.Exit(EXIT_SOME_FAILED if run.failed or tally.failed else EXIT_OK)
+
+
+@app.command("cull")
+def cull_command(
+    folder: Path = typer.Argument(..., help="The folder to cull (walked recursively unless --no-recursive)."),
+    move_rejected: bool = typer.Option(False, "--move-rejected", help="Move rejected shots (all their files and sidecars) to FOLDER/_rejected/."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Move rejected shots here instead (outside FOLDER), keeping subfolders."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Score and print the plan; change nothing."),
+    model: Optional[str] = ModelOpt,
+    device: str = DeviceOpt,
+    batch_size: int = BatchOpt,
+    workers: Optional[int] = WorkersOpt,
+    recursive: bool = RecursiveOpt,
+    no_cache: bool = NoCacheOpt,
+    quiet: bool = QuietOpt,
+    reject_at: Optional[float] = RejectAtOpt,
+    accept_at: Optional[float] = AcceptAtOpt,
+    sidecar_name: str = SidecarOpt,
+    in_file: bool = InFileOpt,
+    color_labels: bool = ColorOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Score a folder, write XMP labels, and (with --move-rejected) move rejected shots away.
+
+    Every change is journaled first: `iqs undo FOLDER` puts the tree back exactly.
+    """
+    if not folder.is_dir():
+        fail_usage(f"{folder}: not a folder")
+    xmp_options = XmpOptions(sidecar_name, in_file, color_labels, overwrite)
+    if to is not None and not move_rejected:
+        fail_usage("--to goes with --move-rejected")
+    try:
+        dest = cull.check_destination(folder, to)
+    except cull.CullError as exc:
+        fail_usage(str(exc))
+    run = run_scoring([str(folder)], model=model, device=device, batch_size=batch_size,
+                      workers=workers, recursive=recursive, no_cache=no_cache, quiet=quiet,
+                      reject_at=reject_at, accept_at=accept_at, skip_dirs=[dest])
+    scored = [r for r in run.results if r.ok]
+    out = Console(highlight=False)
+    _print_summary(run, quiet)
+    if dry_run:
+        out.print(f"dry run: would write labels for {len(scored)} shots "
+                  f"({'in files' if in_file else sidecar_name + ' sidecars'})")
+        if move_rejected:
+            plan = cull.plan_moves(run.results, folder, dest)
+            for line in plan.lines():
+                out.print(f"would move {line}", soft_wrap=True)
+            for problem in plan.problems:
+                stderr.print(f"[yellow]note:[/] {problem}", soft_wrap=True)
+        raise typer.Exit(EXIT_SOME_FAILED if run.failed else EXIT_OK)
+
+    tally = XmpTally()
+    moved = failed_moves = 0
+    try:
+        with cull.Journal.create(folder) as journal:
+            for result in scored:
+                tally.write(result, xmp_options, recorder=journal)
+            if move_rejected:
+                plan = cull.plan_moves(run.results, folder, dest)
+                for problem in plan.problems:
+                    stderr.print(f"[yellow]note:[/] {problem}", soft_wrap=True)
+                report = cull.execute(plan, journal)
+                moved, failed_moves = len(report.moved), len(report.failed)
+                for _, message in report.failed:
+                    stderr.print(f"[bold magenta]error:[/] {message}", soft_wrap=True)
+    except cull.JournalError as exc:
+        stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_SOME_FAILED)
+    out.print(tally.line())
+    if move_rejected:
+        shots = sum(1 for r in scored if r.label == "rejected")
+        out.print(f"moved {moved} files of {shots} rejected shots to {dest}"
+                  + (f", {failed_moves} could not be moved" if failed_moves else ""))
+    out.print(f"undo with: iqs undo {folder}")
+    problems = run.failed or tally.failed or failed_moves
+    raise typer.Exit(EXIT_SOME_FAILED if problems else EXIT_OK)
+
+
+@app.command("undo")
+def undo_command(
+    folder: Path = typer.Argument(..., help="The folder a previous `iqs cull` ran on."),
+) -> None:
+    """Undo the last `iqs cull` on FOLDER: move files back, restore or remove sidecars.
+
+    Each undo goes one run further back.
+    """
+    if not folder.is_dir():
+        fail_usage(f"{folder}: not a folder")
+    try:
+        report = cull.undo(folder)
+    except (cull.CullError, cull.JournalError) as exc:
+        stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_SOME_FAILED)
+    out = Console(highlight=False)
+    if report.nothing_to_undo:
+        out.print(f"nothing to undo in {folder}")
+        raise typer.Exit(EXIT_OK)
+    out.print(f"undid the run of {report.started}: {len(report.restored)} files restored, "
+              f"{len(report.removed)} removed")
+    for line in report.kept:
+        stderr.print(f"[yellow]kept:[/] {line}", soft_wrap=True)
+    for line in report.errors:
+        stderr.print(f"[bold magenta]error:[/] {line}", soft_wrap=True)
+    raise typer.Exit(EXIT_SOME_FAILED if report.errors else EXIT_OK)
 
 
 def main() -> None:
