@@ -1,0 +1,162 @@
+"""The EfficientNet-Lite backbone and IQSNet heads (training/model.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+from iqs_cli.card import InputSpec, image_to_tensor  # noqa: E402
+from iqs_cli.decode import load_rgb  # noqa: E402
+from training import model as M  # noqa: E402
+
+LADYBUG, DAISY = 301, 985  # ImageNet class indices
+
+
+@pytest.fixture(scope="module")
+def imagenet():
+    return M.imagenet_model("lite0")
+
+
+def imagenet_top5(net, path) -> list[int]:
+    spec = InputSpec(size=224, resize="squash")  # RGB [0, 1], then (x - 0.5) / 0.5
+    x = torch.from_numpy(image_to_tensor(load_rgb(path, 224), spec))[None]
+    with torch.no_grad():
+        return net(x).topk(5).indices[0].tolist()
+
+
+def test_imagenet_weights_load_strictly_with_our_key_names(imagenet):
+    state = M.load_imagenet_state("lite0")
+    assert set(state) == set(imagenet.state_dict())
+    for key, value in state.items():
+        assert imagenet.state_dict()[key].shape == value.shape, key
+    # The head conv and classifier of Lite keep their sizes (no width scaling of stem / head).
+    assert state["_conv_stem.weight"].shape[0] == 32 and state["_fc.weight"].shape == (1000, 1280)
+
+
+@pytest.mark.parametrize("name,expected", [("mate-LadyBird.jpg", LADYBUG), ("mate-YellowFlower.jpg", DAISY)])
+def test_imagenet_top5_on_real_photos(imagenet, shared_data, name, expected):
+    assert expected in imagenet_top5(imagenet, shared_data / "pristine" / name)
+
+
+def tf_same_conv(x, conv):
+    """TensorFlow's SAME padding written out: total = max((ceil(n/s) - 1) * s + k - n, 0)."""
+    k, s = conv.kernel_size[0], conv.stride[0]
+    pads = []
+    for n in (x.shape[3], x.shape[2]):
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.conv2d(F.pad(x, pads), conv.weight, None, s, 0, 1, conv.groups)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), (3, 1), (5, 1)])
+def test_conv2d_same_matches_tensorflow_padding(kernel, stride):
+    torch.manual_seed(0)
+    conv = M.Conv2dSame(4, 4, kernel, stride, groups=4)
+    for h, w in [(8, 8), (9, 9), (8, 11), (13, 10), (7, 7)]:
+        x = torch.randn(1, 4, h, w)
+        torch.testing.assert_close(conv(x), tf_same_conv(x, conv))
+
+
+def test_lite_variants_scale_blocks_but_not_stem_and_head():
+    counts = {}
+    for name in M.LITE_CONFIGS:
+        specs = M._block_specs(M.LITE_CONFIGS[name])
+        counts[name] = len(specs)
+        assert specs[0][1] == M.STEM_CHANNELS  # first block reads the fixed 32-channel stem
+        first_stage = [s for s in specs if s[0] == 0]
+        last_stage = [s for s in specs if s[0] == 6]
+        assert len(first_stage) == 1 and len(last_stage) == 1  # never depth-scaled in Lite
+    assert counts["lite0"] == 16
+    assert counts["lite0"] <= counts["lite1"] <= counts["lite2"] <= counts["lite3"] <= counts["lite4"]
+    lite4 = M.EfficientNetLite("lite4")
+    assert lite4._conv_stem.out_channels == 32 and lite4._conv_head.out_channels == 1280
+    assert lite4._blocks[-1].out_channels == M.round_filters(320, 1.4)
+    with pytest.raises(M.ModelError, match="unknown backbone"):
+        M.EfficientNetLite("b0")
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return M.IQSNet("lite0", num_attributes=4, pretrained=True, multiscale=True).eval()
+
+
+def test_outputs_have_the_contract_shapes_and_ranges(net):
+    x = torch.randn(3, 3, 48, 56)
+    with torch.no_grad():
+        out = net(x)
+    assert out["class_logits"].shape == (3, 3)
+    assert out["mos"].shape == (3,) and bool(((out["mos"] > 0) & (out["mos"] < 100)).all())
+    assert out["attributes"].shape == (3, 4)
+    assert bool(((out["attributes"] >= 0) & (out["attributes"] <= 1)).all())
+    wrapper = M.ExportWrapper(net)
+    assert wrapper.output_names == ("class_logits", "mos", "attributes")
+    no_attributes = M.IQSNet("lite0", num_attributes=0, pretrained=False).eval()
+    assert M.ExportWrapper(no_attributes).output_names == ("class_logits", "mos")
+
+
+@pytest.mark.parametrize("trainable_blocks,train_conv_head,multiscale", [
+    (None, True, False), (3, True, True), (0, True, False), (0, False, True), (16, True, True),
+])
+def test_prefix_then_suffix_is_the_forward_pass(trainable_blocks, train_conv_head, multiscale):
+    torch.manual_seed(1)
+    net = M.IQSNet("lite0", num_attributes=2, pretrained=False, multiscale=multiscale,
+                   trainable_blocks=trainable_blocks, train_conv_head=train_conv_head).eval()
+    x = torch.randn(2, 3, 48, 40)
+    with torch.no_grad():
+        whole = net(x)
+        fmap, pooled = net.encode_prefix(x)
+        split = net.forward_suffix(fmap, pooled)
+    if not train_conv_head:
+        assert fmap is None and pooled.shape == (2, net.feature_dim)
+    for key in ("class_logits", "mos", "attributes"):
+        torch.testing.assert_close(whole[key], split[key])
+
+
+def test_frozen_prefix_does_not_change_while_training():
+    torch.manual_seed(2)
+    net = M.IQSNet("lite0", num_attributes=1, pretrained=False, trainable_blocks=2)
+    frozen = net.frozen_modules()
+    assert net.backbone._blocks[13] in frozen and net.backbone._blocks[14] not in frozen
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert all(n.startswith(("backbone._blocks.14.", "backbone._blocks.15.", "backbone._conv_head",
+                             "backbone._bn1.", "feature_norm", "class_head", "mos_head",
+                             "attribute_head")) for n in trainable)
+    assert "backbone._blocks.15._project_conv.weight" in trainable
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.train()
+    assert not net.backbone._bn0.training and net.backbone._blocks[15]._bn1.training
+    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    out = net(torch.randn(2, 3, 32, 32))
+    (out["mos"].mean() + out["class_logits"].sum()).backward()
+    optimizer.step()
+    after = net.state_dict()
+    for key, value in before.items():
+        moved = not torch.equal(value, after[key])
+        if key.startswith(("backbone._conv_stem", "backbone._bn0", "backbone._blocks.0.",
+                           "backbone._blocks.13.")):
+            assert not moved, f"frozen {key} changed"
+    assert not torch.equal(before["mos_head.weight"], after["mos_head.weight"])
+    assert not torch.equal(before["backbone._blocks.15._bn1.running_mean"],
+                           after["backbone._blocks.15._bn1.running_mean"])
+
+
+def test_bad_freeze_options_are_refused():
+    with pytest.raises(M.ModelError, match="trainable_blocks must be between"):
+        M.IQSNet(pretrained=False, trainable_blocks=17)
+    with pytest.raises(M.ModelError, match="train_conv_head=False"):
+        M.IQSNet(pretrained=False, trainable_blocks=2, train_conv_head=False)
+
+
+def test_build_model_round_trips_hparams(net):
+    rebuilt = M.build_model(net.hparams())
+    assert rebuilt.hparams() == net.hparams()
+    rebuilt.load_state_dict(net.state_dict())
+    with pytest.raises(M.ModelError, match="unknown model options"):
+        M.build_model({**net.hparams(), "width": 2})
+    assert np.isclose(net.feature_dim, 1280 + 2 * (24 + 40 + 80 + 112 + 192))

