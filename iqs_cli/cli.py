@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -351,6 +352,85 @@ def undo_command(
     for line in report.errors:
         stderr.print(f"[bold magenta]error:[/] {line}", soft_wrap=True)
     raise typer.Exit(EXIT_SOME_FAILED if report.errors else EXIT_OK)
+
+
+def _training():
+    """The training package, imported only by train/eval/export (it needs torch)."""
+    try:
+        from training import commands
+    except ImportError as exc:
+        fail_usage(f"training needs the `train` extra ({exc.name or exc} is missing): "
+                   "pip install 'iqs[train]' (or `pip install \".[train]\"` in a checkout)")
+    return commands
+
+
+DataRootOpt = typer.Option(Path("."), "--data-root", help="Folder holding the datasets named in the config (their roots are relative to it).")
+AllowMissingOpt = typer.Option(False, "--allow-missing", help="Drop images listed in label files but missing on disk (default: stop with a list).")
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Training config (JSON), e.g. training/configs/combined.json."),
+    data_root: Path = DataRootOpt,
+    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, metrics.jsonl, config.json."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (AMP on CUDA)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the config's number of epochs."),
+    allow_missing: bool = AllowMissingOpt,
+) -> None:
+    """Train a model from a config (needs the `train` extra: torch)."""
+    commands = _training()
+    try:
+        result = commands.train(config, data_root, out, device=device, resume=resume, epochs=epochs,
+                                progress=True, allow_missing=allow_missing)
+    except commands.CommandError as exc:
+        fail_usage(str(exc))
+    Console(highlight=False).print(f"best checkpoint: {result.best_checkpoint}\n"
+                                   f"export it with: iqs export {result.best_checkpoint} --out weights/NAME "
+                                   f"--config {config} --data-root {data_root}")
+
+
+@app.command("eval")
+def eval_command(
+    model: Path = typer.Option(..., "--model", "-m", help="A .onnx model (with its card) or a training checkpoint (.pt)."),
+    config: Path = typer.Option(..., "--config", "-c", help="Config naming the datasets and their splits."),
+    data_root: Path = DataRootOpt,
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    device: str = typer.Option("cpu", "--device"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON report here."),
+    allow_missing: bool = AllowMissingOpt,
+) -> None:
+    """Measure a model: SRCC, PLCC, KRCC, RMSE per dataset; accuracy, macro-F1, confusion."""
+    commands = _training()
+    try:
+        report = commands.evaluate(model, config, data_root, split=split, device=device, out=out,
+                                   allow_missing=allow_missing)
+    except commands.CommandError as exc:
+        fail_usage(str(exc))
+    from training.evaluate import plain_json
+
+    print(json.dumps(plain_json(report), indent=2))
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="Training checkpoint (best.pt of a run)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output stem: writes STEM.onnx and STEM.json (the card)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name for the card (default: the stem)."),
+    version: str = typer.Option("0.1.0", "--version"),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="An `iqs eval --out` report for the card."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="With --data-root: evaluate the exported model on held-out data for the card."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root"),
+    split: str = typer.Option("test", "--split"),
+) -> None:
+    """Export a checkpoint to ONNX plus its model card."""
+    commands = _training()
+    try:
+        path = commands.export(checkpoint, out, name=name, version=version, metrics=metrics,
+                               config=config, data_root=data_root, split=split)
+    except commands.CommandError as exc:
+        fail_usage(str(exc))
+    Console(highlight=False).print(f"wrote {path} and {path.with_suffix('.json')}")
 
 
 def main() -> None:

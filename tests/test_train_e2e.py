@@ -83,19 +83,31 @@ def test_train_export_score_end_to_end(tiny):
     config, run = tiny / "config.json", tiny / "run"
     # Stopped after half the epochs, then --resume: the same result as one uninterrupted run.
     commands.train(config, tiny, run, stop_after=TRAIN["epochs"] // 2, progress=False)
-    result = commands.train(config, tiny, run, resume=True, progress=False)
+    # The rest through the command line, as a user runs it.
+    from typer.testing import CliRunner
+
+    from iqs_cli.cli import app
+
+    runner = CliRunner()
+    resumed = runner.invoke(app, ["train", "--config", str(config), "--data-root", str(tiny),
+                                  "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    best_checkpoint, last_checkpoint = run / "best.pt", run / "last.pt"
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == list(range(1, TRAIN["epochs"] + 1))
     assert log[-1]["train"]["loss"] < log[0]["train"]["loss"]
-    assert result.best_checkpoint.exists() and (run / "config.json").exists()
+    assert best_checkpoint.exists() and (run / "config.json").exists()
     uninterrupted = commands.train(config, tiny, tiny / "run-once", progress=False)
-    resumed_weights = torch.load(result.last_checkpoint, weights_only=False)["weights"]
+    resumed_weights = torch.load(last_checkpoint, weights_only=False)["weights"]
     once_weights = torch.load(uninterrupted.last_checkpoint, weights_only=False)["weights"]
     for key, value in once_weights.items():
         assert torch.equal(value, resumed_weights[key]), key
 
-    onnx_path = commands.export(result.best_checkpoint, tiny / "model" / "tiny-iqs", version="0.0.1",
-                                config=config, data_root=tiny, split="val")
+    exported = runner.invoke(app, ["export", str(best_checkpoint), "--out", str(tiny / "model" / "tiny-iqs"),
+                                   "--version", "0.0.1", "--config", str(config), "--data-root", str(tiny),
+                                   "--split", "val"])
+    assert exported.exit_code == 0, exported.output
+    onnx_path = tiny / "model" / "tiny-iqs.onnx"
     card = load_card(onnx_path)
     assert card.sha256 == file_sha256(onnx_path)
     assert card.metrics["tiny"]["n_mos"] == 30 and card.metrics["split"] == "val"
