@@ -155,7 +155,7 @@ class SyntheticDataset(Dataset):
 
     def __init__(self, synthetic, spec: InputSpec, attributes: Sequence[str],
                  dataset_names: Sequence[str], ladder_levels: int = 0,
-                 include_reference: bool = True):
+                 include_reference: bool = True, use_mos: bool = True):
         from training.datasets import synthetic as synth_module
 
         check_fixed_size(spec)
@@ -168,6 +168,9 @@ class SyntheticDataset(Dataset):
             raise ValueError(f"synthetic ladder_levels must be 0..{len(synth_module.LEVELS)}, got {ladder_levels}")
         self.ladder_levels = ladder_levels
         self.include_reference = include_reference
+        # use_mos=False: the pseudo-MOS does not train the MOS head (labels, attributes and
+        # the ranking loss still come from these samples), so human MOS alone sets its scale.
+        self.use_mos = use_mos
         self.kind_names = list(synth_module.DISTORTIONS)
 
     def __len__(self) -> int:
@@ -187,7 +190,7 @@ class SyntheticDataset(Dataset):
         tensor = image_to_tensor(Image.fromarray(image), self.spec)
         return {
             "image": torch.from_numpy(tensor),
-            "mos": torch.tensor(float(mos), dtype=torch.float32),
+            "mos": torch.tensor(float(mos) if self.use_mos else float("nan"), dtype=torch.float32),
             "label": torch.tensor(int(label), dtype=torch.int64),
             "attributes": torch.from_numpy(attribute_vector(attributes, self.attributes)),
             "dataset": torch.tensor(self.dataset_index, dtype=torch.int64),

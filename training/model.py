@@ -251,12 +251,15 @@ class IQSNet(nn.Module):
     trainable_blocks: None trains everything; N >= 0 freezes the stem and all but the last N
     blocks (the frozen part stays in eval mode: its BatchNorm statistics never move), and
     train_conv_head=False freezes the 1x1 conv head too (with N == 0 only the heads train).
-    multiscale: also pool mean and standard deviation of stage outputs 2..6 (low-level
-    statistics that carry blur, noise and compression cues) and concatenate them.
+    multiscale: also pool mean and standard deviation of intermediate outputs (low-level
+    statistics that carry blur, noise and compression cues) and concatenate them: True or
+    "stages" taps the last block of stages 2..6, "blocks" taps every block (measured on LIVE
+    Challenge with a frozen Lite0 at 512 px and a ridge head: SRCC 0.81 with every block,
+    0.80 with the five stages, 0.74 with the pooled head features alone).
     """
 
     def __init__(self, backbone: str = "lite0", num_attributes: int = 0, pretrained: bool = True,
-                 dropout: float = 0.2, multiscale: bool = False, trainable_blocks: int | None = None,
+                 dropout: float = 0.2, multiscale: bool | str = False, trainable_blocks: int | None = None,
                  train_conv_head: bool = True, head_hidden: int = 0, drop_connect: float = 0.0,
                  feature_norm: bool = True):
         super().__init__()
@@ -286,7 +289,14 @@ class IQSNet(nn.Module):
         stage_last_block = {}
         for index, stage in enumerate(self.backbone.block_stage):
             stage_last_block[stage] = index
-        self.tap_blocks = [stage_last_block[s] for s in MULTISCALE_STAGES] if multiscale else []
+        if multiscale not in (False, True, "stages", "blocks"):
+            raise ModelError(f"multiscale must be false, true/\"stages\" or \"blocks\", got {multiscale!r}")
+        if multiscale == "blocks":
+            self.tap_blocks = list(range(n_blocks))
+        elif multiscale:
+            self.tap_blocks = [stage_last_block[s] for s in MULTISCALE_STAGES]
+        else:
+            self.tap_blocks = []
         tap_channels = sum(blocks[i].out_channels for i in self.tap_blocks)
         self.feature_dim = HEAD_CHANNELS + 2 * tap_channels
         # Pooled features of different stages differ in scale by orders of magnitude: a

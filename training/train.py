@@ -94,6 +94,7 @@ DEFAULTS: dict = {
         "batch_groups": 4,  # synthetic groups added to every step
         "ladder_levels": 0,  # >0: ladders of one distortion at n levels (ranking loss)
         "include_reference": True,
+        "use_mos": True,  # False: pseudo-MOS does not train the MOS head (ranking still does)
         "cached_groups": 400,  # with feature_cache: fixed groups drawn once
         "options": {},  # passed to SyntheticDistortions (mix_probability, kinds, ...)
     },
@@ -574,7 +575,8 @@ def train_model(cfg: dict, train_records: Sequence[Record], val_records: Sequenc
                                          reference_mos=ref_mos, **options)
         synth_ds = SyntheticDataset(synthetic, spec, attributes, dataset_names,
                                     ladder_levels=syn["ladder_levels"],
-                                    include_reference=syn["include_reference"])
+                                    include_reference=syn["include_reference"],
+                                    use_mos=syn["use_mos"])
 
     val_ds = RecordDataset(val_records, spec, train=False, attributes=attributes,
                            dataset_names=dataset_names) if val_records else None
