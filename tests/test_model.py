@@ -160,3 +160,32 @@ def test_build_model_round_trips_hparams(net):
     with pytest.raises(M.ModelError, match="unknown model options"):
         M.build_model({**net.hparams(), "width": 2})
     assert np.isclose(net.feature_dim, 1280 + 2 * (24 + 40 + 80 + 112 + 192))
+
+
+def test_multiscale_blocks_taps_every_block():
+    from training.model import IQSNet, ModelError
+
+    net = IQSNet("lite0", num_attributes=2, pretrained=False, multiscale="blocks", trainable_blocks=0,
+                 train_conv_head=False)
+    channels = sum(block.out_channels for block in net.backbone._blocks)
+    assert net.tap_blocks == list(range(16)) and net.feature_dim == 1280 + 2 * channels
+    out = net.eval()(torch.zeros(1, 3, 64, 64))
+    assert out["class_logits"].shape == (1, 3) and out["attributes"].shape == (1, 2)
+    with pytest.raises(ModelError):
+        IQSNet("lite0", pretrained=False, multiscale="everything")
+
+
+def test_synthetic_use_mos_false_masks_only_the_mos_target(shared_data):
+    from training.data import SYNTHETIC_DATASET, SyntheticDataset
+    from training.datasets.synthetic import ATTRIBUTES, SyntheticDistortions
+
+    refs = sorted((shared_data / "pristine").glob("mate-*.jpg"))[:2]
+    distortions = SyntheticDistortions(refs, crop_size=64, samples_per_epoch=2, seed=0,
+                                       reference_short_side=96)
+    spec = InputSpec(size=64)
+    for use_mos in (True, False):
+        ds = SyntheticDataset(distortions, spec, ATTRIBUTES, [SYNTHETIC_DATASET], ladder_levels=2,
+                              use_mos=use_mos)
+        group = ds[0]
+        assert torch.isnan(group["mos"]).all() == (not use_mos)
+        assert (group["label"] >= 0).all() and group["level"].tolist()[0] == 0
