@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .fsutil import fsync_dir, replace_durably
 from .result import ShotResult
 
 REJECTED_DIR = "_rejected"
@@ -94,19 +95,6 @@ def _rename_noreplace(src: Path, dst: Path) -> None:
     os.rename(src, dst)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -147,9 +135,9 @@ def _move_file(src: Path, dst: Path, tmp: Path) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
     os.unlink(src)
-    _fsync_dir(src.parent)
+    fsync_dir(src.parent)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -202,7 +190,7 @@ class Journal:
         journal._append({"op": "begin", "version": JOURNAL_VERSION, "root": str(root),
                          "pid": os.getpid(), "host": socket.gethostname(), "time": _now()},
                         sync=True)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return journal
 
     # -- writing entries
@@ -243,7 +231,7 @@ class Journal:
             except OSError as exc:
                 raise JournalError(f"cannot back up {path} to {backup} ({_why(exc)}); it was not "
                                    "changed") from None
-            _fsync_dir(self.backups)
+            fsync_dir(self.backups)
         self._append({"op": "write", "id": step, "path": self._rel(path), "existed": existed,
                       "backup": self._rel(backup) if backup else None}, sync=True)
         self._write_ids[Path(os.path.abspath(path))] = step
@@ -502,7 +490,7 @@ def execute(plan: CullPlan, journal: Journal) -> MoveReport:
         journal.record_failed(step, message)
         report.failed.append((move, message))
     for folder in touched:  # make the renames durable, not just the journal
-        _fsync_dir(folder)
+        fsync_dir(folder)
     return report
 
 
@@ -636,8 +624,7 @@ class _Undo:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
             _copy_verified(backup, tmp)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            replace_durably(tmp, path)
             self.report.restored.append(path)
         elif current is not None:
             if written is not None and current != written:

@@ -40,6 +40,7 @@ from xml.parsers import expat
 from xml.sax.saxutils import escape
 
 from . import __version__
+from .fsutil import replace_durably
 from .result import ShotResult
 
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -652,19 +653,6 @@ def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name in {folder}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened; os.replace is enough there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(target: Path, data: bytes, keep_mode_of: Path | None) -> None:
     """Write `data` to a temp file beside `target`, fsync, then os.replace it into place."""
     tmp = None
@@ -679,9 +667,8 @@ def _atomic_write(target: Path, data: bytes, keep_mode_of: Path | None) -> None:
                 shutil.copymode(keep_mode_of, tmp)
             except OSError:
                 pass
-        os.replace(tmp, target)
+        replace_durably(tmp, target)
         tmp = None
-        _fsync_dir(target.parent)
     except OSError as exc:
         raise XmpError(f"cannot write {target} ({exc.strerror or exc}); {_os_hint(exc)}; "
                        "nothing was changed") from None

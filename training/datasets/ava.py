@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.datasets.base import DatasetError, Record
+from training.datasets.base import Record
 from training.datasets.csvfile import (
+    FirstListing,
     RowProblems,
+    check_min_votes,
     drop_missing,
-    find_images_dir,
-    find_labels,
+    find_dataset_files,
     read_text,
 )
 
@@ -37,14 +38,11 @@ def read_ava(
     strict: bool = True,
 ) -> list[Record]:
     """AVA records: raw_score = mean vote (1-10), mos = (mean - 1) / 9 * 100."""
-    if int(min_votes) < 1:
-        raise DatasetError(f"{DATASET}: min_votes must be at least 1, got {min_votes}")
-    root = Path(root).expanduser().absolute()
-    source = find_labels(DATASET, root, labels, LABEL_FILES)
-    folder = find_images_dir(DATASET, root, images, IMAGE_FOLDERS)
+    check_min_votes(DATASET, min_votes)
+    source, folder = find_dataset_files(DATASET, root, labels, images, LABEL_FILES, IMAGE_FOLDERS)
     problems = RowProblems(DATASET, source)
     records: list[Record] = []
-    first_line: dict[str, int] = {}
+    listed = FirstListing(problems)
     for line, text in enumerate(read_text(DATASET, source).splitlines(), start=1):
         fields = text.split()
         if not fields:
@@ -63,12 +61,8 @@ def read_ava(
         if any(count < 0 for count in counts):
             problems.add(line, "a vote count is negative")
             continue
-        if image_id in first_line:
-            problems.add(
-                line, f"image {image_id!r} is listed again (first on line {first_line[image_id]})"
-            )
+        if listed.repeated(line, image_id):
             continue
-        first_line[image_id] = line
         total = sum(counts)
         if total < int(min_votes):
             problems.add(line, f"image {image_id}: {total} votes, fewer than {min_votes}")

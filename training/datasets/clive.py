@@ -21,9 +21,9 @@ from training.datasets.csvfile import (
     RowProblems,
     cell,
     drop_missing,
-    find_columns,
-    find_images_dir,
-    find_labels,
+    find_dataset_files,
+    header_columns,
+    image_rows,
     parse_number,
     read_rows,
 )
@@ -46,9 +46,7 @@ def read_clive(
     strict: bool = True,
 ) -> list[Record]:
     """CLIVE records from labels.csv or the official .mat files; MOS 0-100 as is."""
-    root = Path(root).expanduser().absolute()
-    source = find_labels(DATASET, root, labels, LABEL_FILES)
-    folder = find_images_dir(DATASET, root, images, IMAGE_FOLDERS)
+    source, folder = find_dataset_files(DATASET, root, labels, images, LABEL_FILES, IMAGE_FOLDERS)
     if source.suffix.lower() == ".mat":
         records = _read_release(source, folder, include_training_images, strict)
         # Practice images sit in Images/trainingImages/; images that were BMP may have been
@@ -65,22 +63,12 @@ def read_clive(
                         break
         return drop_missing(DATASET, records, folder, source.name, allow_missing, index.exists)
 
-    rows = read_rows(DATASET, source)
-    if not rows:
-        raise DatasetError(f"{DATASET}: {source} is empty")
-    columns = find_columns(DATASET, source, rows[0][1], COLUMNS, ("image", "mos"))
+    columns, body = header_columns(
+        DATASET, source, read_rows(DATASET, source), COLUMNS, ("image", "mos")
+    )
     problems = RowProblems(DATASET, source)
     records = []
-    first_line: dict[str, int] = {}
-    for line, row in rows[1:]:
-        name = cell(row, columns["image"])
-        if not name:
-            problems.add(line, "no image name")
-            continue
-        if name in first_line:
-            problems.add(line, f"image {name!r} is listed again (first on line {first_line[name]})")
-            continue
-        first_line[name] = line
+    for line, name, row in image_rows(body, columns["image"], problems):
         mos = parse_number(cell(row, columns["mos"]), "MOS", line, problems, 0.0, 100.0)
         if mos is not None:
             records.append(Record(path=folder / name, dataset=DATASET, mos=mos, raw_score=mos))

@@ -1,6 +1,7 @@
 """Label tables: the generic CSV reader (path, mos[, class]) and the table helpers that every
-dataset reader shares: finding the label file and image folder, UTF-8 BOMs, bad rows reported
-with their line numbers, and the one missing-images check.
+dataset reader shares: finding the label file and image folder, UTF-8 BOMs, the header row,
+rows without an image or listing one again, bad rows reported with their line numbers, and the
+one missing-images check.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from training.datasets.base import CLASS_INDEX, DatasetError, Record
 
@@ -29,6 +30,32 @@ def resolve_under(root: Path, path: Path | str) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def _find_under(
+    dataset: str,
+    root: Path,
+    given: Path | str | None,
+    candidates: Sequence[str],
+    *,
+    exists: Callable[[Path], bool],
+    what: str,
+    option: str,
+    looked_for: str,
+    hint: str,
+) -> Path:
+    """`given` (relative to root) when named, which must pass `exists`; else the first of the
+    known `candidates` under root that does. `what` and `option` name the thing and the config
+    key that names it, for the errors."""
+    if given is not None:
+        path = resolve_under(root, given)
+        if not exists(path):
+            raise DatasetError(f"{dataset}: {what} {path} not found; check \"{option}\"")
+        return path
+    for name in candidates:
+        if exists(root / name):
+            return root / name
+    raise DatasetError(f"{dataset}: no {what} in {root} (looked for {looked_for}); {hint}")
+
+
 def find_labels(
     dataset: str, root: Path, labels: Path | str | None, candidates: Sequence[str]
 ) -> Path:
@@ -39,17 +66,10 @@ def find_labels(
             f"{dataset}: folder {root} not found; point --data-root at the folder that holds "
             f"{root.name}/"
         )
-    if labels is not None:
-        path = resolve_under(root, labels)
-        if not path.is_file():
-            raise DatasetError(f"{dataset}: label file {path} not found; check \"labels\"")
-        return path
-    for name in candidates:
-        if (root / name).is_file():
-            return root / name
-    raise DatasetError(
-        f"{dataset}: no label file in {root} (looked for {', '.join(candidates)}); copy the "
-        "dataset's label file there, or name it with \"labels\""
+    return _find_under(
+        dataset, root, labels, candidates, exists=Path.is_file, what="label file",
+        option="labels", looked_for=", ".join(candidates),
+        hint="copy the dataset's label file there, or name it with \"labels\"",
     )
 
 
@@ -58,18 +78,32 @@ def find_images_dir(
 ) -> Path:
     """The image folder: `images` when given (relative to root), else the first known name found."""
     root = Path(root).expanduser().absolute()
-    if images is not None:
-        path = resolve_under(root, images)
-        if not path.is_dir():
-            raise DatasetError(f"{dataset}: image folder {path} not found; check \"images\"")
-        return path
-    for name in candidates:
-        if (root / name).is_dir():
-            return root / name
-    raise DatasetError(
-        f"{dataset}: no image folder in {root} (looked for {', '.join(candidates)}/); unpack "
-        "the images there, or name their folder with \"images\""
+    return _find_under(
+        dataset, root, images, candidates, exists=Path.is_dir, what="image folder",
+        option="images", looked_for=f"{', '.join(candidates)}/",
+        hint="unpack the images there, or name their folder with \"images\"",
     )
+
+
+def find_dataset_files(
+    dataset: str,
+    root: Path,
+    labels: Path | str | None,
+    images: Path | str | None,
+    label_files: Sequence[str],
+    image_folders: Sequence[str],
+) -> tuple[Path, Path]:
+    """A dataset's label file and image folder under `root` (see find_labels, find_images_dir)."""
+    return (
+        find_labels(dataset, root, labels, label_files),
+        find_images_dir(dataset, root, images, image_folders),
+    )
+
+
+def check_min_votes(dataset: str, min_votes: int) -> None:
+    """A reader's min_votes option must allow at least one vote."""
+    if int(min_votes) < 1:
+        raise DatasetError(f"{dataset}: min_votes must be at least 1, got {min_votes}")
 
 
 class RowProblems:
@@ -189,11 +223,68 @@ def find_columns(
     return found
 
 
+def header_columns(
+    dataset: str,
+    source: Path,
+    rows: list[tuple[int, list[str]]],
+    wanted: dict[str, Sequence[str]],
+    required: Iterable[str],
+    empty_hint: str = "",
+) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
+    """The column indices named by a table's header row (find_columns), and the rows below it;
+    a table without even a header is an error."""
+    if not rows:
+        raise DatasetError(f"{dataset}: {source} is empty{empty_hint}")
+    return find_columns(dataset, source, rows[0][1], wanted, required), rows[1:]
+
+
 def cell(row: Sequence[str], index: int | None) -> str:
     """The cell at `index`, or "" when the row is short or the column absent."""
     if index is None or index >= len(row):
         return ""
     return row[index].strip()
+
+
+class FirstListing:
+    """The line each image was first listed on; a later listing of the same image is a bad
+    row."""
+
+    def __init__(self, problems: RowProblems) -> None:
+        self.problems = problems
+        self.lines: dict[str, int] = {}
+
+    def repeated(self, line: int, name: str) -> bool:
+        """True, with the problem noted, when `name` was listed before; else remembers `line`."""
+        if name in self.lines:
+            self.problems.add(
+                line,
+                f"image {name!r} is listed again (first on {self.problems.unit} "
+                f"{self.lines[name]})",
+            )
+            return True
+        self.lines[name] = line
+        return False
+
+
+def image_rows(
+    rows: Iterable[tuple[int, list[str]]],
+    column: int | None,
+    problems: RowProblems,
+    missing: str = "no image name",
+    unique: bool = True,
+) -> Iterator[tuple[int, str, list[str]]]:
+    """(line, image name, row) for each row that names an image in `column`; a row without one
+    (noted as `missing`) or, when `unique`, naming an image listed before is noted in
+    `problems` and left out."""
+    listed = FirstListing(problems)
+    for line, row in rows:
+        name = cell(row, column)
+        if not name:
+            problems.add(line, missing)
+            continue
+        if unique and listed.repeated(line, name):
+            continue
+        yield line, name, row
 
 
 class FileIndex:
@@ -301,10 +392,10 @@ def read_csv(
     if not low < high:
         raise DatasetError(f"{dataset}: mos_range {low:g}-{high:g} must run from low to high")
 
-    rows = read_rows(dataset, source)
-    if not rows:
-        raise DatasetError(f"{dataset}: {source} is empty; it needs a header path,mos[,class]")
-    columns = find_columns(dataset, source, rows[0][1], CSV_COLUMNS, ("path",))
+    columns, body = header_columns(
+        dataset, source, read_rows(dataset, source), CSV_COLUMNS, ("path",),
+        empty_hint="; it needs a header path,mos[,class]",
+    )
     if "mos" not in columns and "class" not in columns:
         raise DatasetError(
             f"{dataset}: {source.name} has neither a 'mos' nor a 'class' column; the header must "
@@ -312,16 +403,7 @@ def read_csv(
         )
     problems = RowProblems(dataset, source)
     records: list[Record] = []
-    first_line: dict[str, int] = {}
-    for line, row in rows[1:]:
-        name = cell(row, columns.get("path"))
-        if not name:
-            problems.add(line, "no image path")
-            continue
-        if name in first_line:
-            problems.add(line, f"image {name!r} is listed again (first on line {first_line[name]})")
-            continue
-        first_line[name] = line
+    for line, name, row in image_rows(body, columns.get("path"), problems, "no image path"):
         mos_text = cell(row, columns.get("mos"))
         class_text = cell(row, columns.get("class"))
         if not mos_text and not class_text:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from training.datasets.base import DatasetError, Record
+from training.datasets.base import Record
 from training.datasets.csvfile import (
     DatasetWarning,
     RowProblems,
     cell,
+    check_min_votes,
     drop_missing,
-    find_columns,
-    find_images_dir,
-    find_labels,
+    find_dataset_files,
+    header_columns,
+    image_rows,
     parse_number,
     read_rows,
 )
@@ -55,22 +56,17 @@ def read_eva(
     strict: bool = True,
 ) -> list[Record]:
     """EVA records, one per image: raw_score = mean vote (0-10), mos = mean * 10."""
-    if int(min_votes) < 1:
-        raise DatasetError(f"{DATASET}: min_votes must be at least 1, got {min_votes}")
-    root = Path(root).expanduser().absolute()
-    source = find_labels(DATASET, root, labels, LABEL_FILES)
-    folder = find_images_dir(DATASET, root, images, IMAGE_FOLDERS)
-    rows = read_rows(DATASET, source, delimiter="=")
-    if not rows:
-        raise DatasetError(f"{DATASET}: {source} is empty")
-    columns = find_columns(DATASET, source, rows[0][1], COLUMNS, ("image", "score"))
+    check_min_votes(DATASET, min_votes)
+    source, folder = find_dataset_files(DATASET, root, labels, images, LABEL_FILES, IMAGE_FOLDERS)
+    columns, body = header_columns(
+        DATASET, source, read_rows(DATASET, source, delimiter="="), COLUMNS, ("image", "score")
+    )
     problems = RowProblems(DATASET, source)
     votes: dict[str, list[float]] = {}
-    for line, row in rows[1:]:
-        image_id = cell(row, columns["image"])
-        if not image_id:
-            problems.add(line, "no image_id")
-            continue
+    # one row per vote: an image is listed once per rater
+    for line, image_id, row in image_rows(
+        body, columns["image"], problems, "no image_id", unique=False
+    ):
         score = parse_number(cell(row, columns["score"]), "score", line, problems, 0.0, 10.0)
         if score is not None:
             votes.setdefault(image_id, []).append(score)

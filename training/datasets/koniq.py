@@ -20,9 +20,9 @@ from training.datasets.csvfile import (
     RowProblems,
     cell,
     drop_missing,
-    find_columns,
-    find_images_dir,
-    find_labels,
+    find_dataset_files,
+    header_columns,
+    image_rows,
     parse_number,
     read_rows,
 )
@@ -45,25 +45,13 @@ def read_koniq10k(
     """KonIQ-10k records; MOS 1-5 -> 0-100 linearly (or MOS_zscore as is, score="mos_zscore")."""
     if score not in ("mos", "mos_zscore"):
         raise DatasetError(f"{DATASET}: score must be 'mos' or 'mos_zscore', got {score!r}")
-    root = Path(root).expanduser().absolute()
-    source = find_labels(DATASET, root, labels, LABEL_FILES)
-    folder = find_images_dir(DATASET, root, images, IMAGE_FOLDERS)
-    rows = read_rows(DATASET, source)
-    if not rows:
-        raise DatasetError(f"{DATASET}: {source} is empty")
-    columns = find_columns(DATASET, source, rows[0][1], COLUMNS, ("image", score))
+    source, folder = find_dataset_files(DATASET, root, labels, images, LABEL_FILES, IMAGE_FOLDERS)
+    columns, body = header_columns(
+        DATASET, source, read_rows(DATASET, source), COLUMNS, ("image", score)
+    )
     problems = RowProblems(DATASET, source)
     records: list[Record] = []
-    first_line: dict[str, int] = {}
-    for line, row in rows[1:]:
-        name = cell(row, columns["image"])
-        if not name:
-            problems.add(line, "no image_name")
-            continue
-        if name in first_line:
-            problems.add(line, f"image {name!r} is listed again (first on line {first_line[name]})")
-            continue
-        first_line[name] = line
+    for line, name, row in image_rows(body, columns["image"], problems, "no image_name"):
         if score == "mos":
             raw = parse_number(cell(row, columns["mos"]), "MOS", line, problems, 1.0, 5.0)
             mos = None if raw is None else (raw - 1.0) / 4.0 * 100.0

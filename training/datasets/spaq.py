@@ -40,9 +40,9 @@ from training.datasets.csvfile import (
     RowProblems,
     cell,
     drop_missing,
-    find_columns,
-    find_images_dir,
-    find_labels,
+    find_dataset_files,
+    header_columns,
+    image_rows,
     parse_number,
     read_rows,
 )
@@ -87,29 +87,15 @@ def read_spaq(
     """SPAQ records: MOS 0-100 as is; attributes blur, noise, underexposure, color."""
     if not 0.0 < float(defect_free_at) <= 100.0:
         raise DatasetError(f"{DATASET}: defect_free_at must be in (0, 100], got {defect_free_at}")
-    root = Path(root).expanduser().absolute()
-    source = find_labels(DATASET, root, labels, LABEL_FILES)
-    folder = find_images_dir(DATASET, root, images, IMAGE_FOLDERS)
+    source, folder = find_dataset_files(DATASET, root, labels, images, LABEL_FILES, IMAGE_FOLDERS)
     if source.suffix.lower() == ".xlsx":
         rows, unit = read_xlsx_rows(DATASET, source), "row"
     else:
         rows, unit = read_rows(DATASET, source), "line"
-    if not rows:
-        raise DatasetError(f"{DATASET}: {source} is empty")
-    columns = find_columns(DATASET, source, rows[0][1], COLUMNS, ("image", "mos"))
+    columns, body = header_columns(DATASET, source, rows, COLUMNS, ("image", "mos"))
     problems = RowProblems(DATASET, source, unit)
     records: list[Record] = []
-    first_line: dict[str, int] = {}
-    for line, row in rows[1:]:
-        name = cell(row, columns["image"])
-        if not name:
-            problems.add(line, "no image name")
-            continue
-        if name in first_line:
-            first = f"{unit} {first_line[name]}"
-            problems.add(line, f"image {name!r} is listed again (first on {first})")
-            continue
-        first_line[name] = line
+    for line, name, row in image_rows(body, columns["image"], problems):
         mos = parse_number(cell(row, columns["mos"]), "MOS", line, problems, 0.0, 100.0)
         if mos is None:
             continue
