@@ -78,7 +78,7 @@ def child(mode: str, folder: Path, model: str | None, report_path: Path) -> None
         from concurrent.futures import ThreadPoolExecutor
 
         def work(path: Path) -> tuple:
-            return image_to_tensor(load_rgb(path, card.input.size), card.input).shape
+            return image_to_tensor(load_rgb(path, card.input.decode_min_side), card.input).shape
 
         with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
             list(pool.map(work, files))

@@ -53,7 +53,7 @@ class Scorer:
         self.workers = max(1, workers or (os.cpu_count() or 1))
 
     def _decode(self, path: str) -> np.ndarray:
-        image = load_rgb(path, self.card.input.size)
+        image = load_rgb(path, self.card.input.decode_min_side)
         return image_to_tensor(image, self.card.input)
 
     def _start(self, entry: Shot | DiscoveryError, pool: ThreadPoolExecutor) -> _Item:

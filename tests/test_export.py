@@ -130,7 +130,7 @@ def test_training_and_run_time_give_the_same_tensor(exported, shared_data, tmp_p
         evaluation = RecordDataset(records, spec, train=False)
         cached_view = RecordDataset(records, spec, train=True, augment={"hflip": True})
         for i, path in enumerate(files):
-            run_time = image_to_tensor(load_rgb(path, spec.size), spec)
+            run_time = image_to_tensor(load_rgb(path, spec.decode_min_side), spec)
             np.testing.assert_array_equal(evaluation[i]["image"].numpy(), run_time)
             np.testing.assert_array_equal(record_tensor(path, spec), run_time)
             if spec == SPEC:

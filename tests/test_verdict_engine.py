@@ -74,3 +74,17 @@ def test_preprocessing_shapes_and_normalization():
     assert keep.shape == (3, 64, 96)
     crop = image_to_tensor(image, InputSpec(size=64, resize="short_side", crop="center"))
     assert crop.shape == (3, 64, 64)
+
+
+def test_decoder_may_stop_just_below_the_input_size(tmp_path):
+    """A DCT scale that lands within 10 % under the input size is used (cheaper decode)."""
+    from PIL import Image
+
+    from iqs_cli.decode import load_rgb
+
+    spec = InputSpec(size=512)
+    assert spec.decode_min_side == 461
+    path = tmp_path / "wide.jpg"
+    Image.new("RGB", (1800, 1000), (90, 120, 150)).save(path, quality=90)
+    assert load_rgb(path, spec.decode_min_side).size == (900, 500)  # 1/2 scale, not full size
+    assert load_rgb(path, spec.size).size == (1800, 1000)

@@ -45,7 +45,7 @@ def check_fixed_size(spec: InputSpec) -> None:
 
 def record_tensor(path: Path, spec: InputSpec) -> np.ndarray:
     """The run-time tensor of a file: decode as `iqs score` does, then the card's transform."""
-    return image_to_tensor(load_rgb(Path(path), spec.size), spec)
+    return image_to_tensor(load_rgb(Path(path), spec.decode_min_side), spec)
 
 
 def _load_training_image(path: Path, min_side: int) -> Image.Image:
@@ -123,7 +123,7 @@ class RecordDataset(Dataset):
 
     def image(self, index: int, view: int | None = None) -> np.ndarray:
         path = self.records[index].path
-        image = _load_training_image(path, self.spec.size)
+        image = _load_training_image(path, self.spec.decode_min_side)
         if not self.train and view is None:
             return image_to_tensor(image, self.spec)  # exactly record_tensor()
         if view is None:

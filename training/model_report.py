@@ -37,6 +37,17 @@ MUST_REJECT = ("gaussian_blur", "lens_blur", "motion_blur", "gaussian_noise", "s
                "underexposure", "jpeg", "recompression")
 
 
+# What the three classes mean for the shipped model (training/configs/iqs-base.json).
+CLASS_DEFINITIONS = {
+    "rejected": "clearly distorted: LIVE Challenge MOS below 35, or a synthetic distortion at "
+                "level 4-5 or with a full-reference pseudo-MOS below 30",
+    "pending": "the rest: LIVE Challenge MOS 42-70, milder synthetic distortions",
+    "accepted": "sharp, well exposed, pleasing: LIVE Challenge MOS 75 and up, undistorted "
+                "pristine references",
+    "not_labelled": "LIVE Challenge MOS 35-42 and 70-75 train the MOS head only",
+}
+
+
 def _session(card, device: str):
     import onnxruntime as ort
 
@@ -64,7 +75,7 @@ def digikam_figures(model: Path, records) -> dict:
     """The figures DESIGN.md gives for digiKam's classic sorter, for our labels."""
     card = load_card(model)
     session = _session(card, "cpu")
-    tensors = [image_to_tensor(load_rgb(r.path, card.input.size), card.input) for r in records]
+    tensors = [image_to_tensor(load_rgb(r.path, card.input.decode_min_side), card.input) for r in records]
     probs, pred_mos = _run(session, tensors)
     labels = probs.argmax(1)
     mos = np.array([r.mos for r in records])
@@ -151,7 +162,7 @@ def whole_photo_report(model: Path, references: list[Path]) -> dict:
     """The held-out references as whole photos, the way `iqs score` sees them."""
     card = load_card(model)
     session = _session(card, "cpu")
-    tensors = [image_to_tensor(load_rgb(p, card.input.size), card.input) for p in references]
+    tensors = [image_to_tensor(load_rgb(p, card.input.decode_min_side), card.input) for p in references]
     probs, mos = _run(session, tensors)
     return {p.name: {"label": CLASSES[int(pr.argmax())], "mos": round(float(m), 1)}
             for p, pr, m in zip(references, probs, mos)}
@@ -213,6 +224,7 @@ def main() -> None:
         synthetic["srcc_by_type"] = {k: v["srcc_mos_vs_level"] for k, v in synthetic.pop("per_type").items()}
         metrics["synthetic_held_out"] = synthetic
         card["speed"] = report["speed"]
+        card["class_definitions"] = CLASS_DEFINITIONS
         tmp = card_path.with_name(f".{card_path.name}.tmp")
         tmp.write_text(json.dumps(plain_json(card), indent=2) + "\n")
         os.replace(tmp, card_path)

@@ -99,6 +99,10 @@ DEFAULTS: dict = {
         "options": {},  # passed to SyntheticDistortions (mix_probability, kinds, ...)
     },
     "select": {"metric": None, "mode": "max"},  # None: mos.all.srcc, else class.all.macro_f1
+    # After the epochs, solve the linear heads of a fully frozen backbone exactly (ridge /
+    # L2 logistic, penalty by grouped k-fold CV on the training features): training.headfit.
+    "head_fit": {"enabled": False, "folds": 5, "mos_lambdas": None, "class_lambdas": None,
+                 "attribute_lambdas": None, "class_levels": None},
     "thresholds": {},  # card thresholds at export (stars, reason, reject_at, accept_at)
 }
 
@@ -738,7 +742,40 @@ def train_model(cfg: dict, train_records: Sequence[Record], val_records: Sequenc
             print(f"epoch {epoch + 1}/{cfg['epochs']}: loss {entry['train'].get('loss', float('nan')):.4f}, "
                   f"{shown} (best {best['value'] if best['value'] is None else round(best['value'], 4)} "
                   f"at epoch {best['epoch']})", flush=True)
+    if cfg["head_fit"]["enabled"]:
+        history.append(_fit_heads(cfg, ema.module if ema is not None else model, best_path, batches, val_ds,
+                                  val_records, val_store, attributes, dev, seed, log_path, progress))
     return TrainResult(out_dir, best_path, last_path, history)
+
+
+def _fit_heads(cfg, net: IQSNet, best_path: Path, batches, val_ds, val_records, val_store,
+               attributes, dev, seed: int, log_path: Path, progress: bool) -> dict:
+    """Best checkpoint -> heads solved on the cached training features -> best.pt."""
+    from training.headfit import fit_heads
+
+    if not isinstance(batches, CachedBatches):
+        raise TrainError("head_fit needs feature_cache.enabled (the heads are fit on cached features)")
+    state = torch.load(best_path, map_location="cpu", weights_only=False)
+    net.load_state_dict(state["weights"])
+    options = {k: v for k, v in cfg["head_fit"].items() if v is not None and k != "enabled"}
+    try:
+        report = fit_heads(net, batches.record_store, batches.views, batches.synth_store,
+                           batches.group_size, options, seed)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from exc
+    entry = {"epoch": state["epoch"], "head_fit": report}
+    if val_ds is not None:
+        preds = predict_model(net, val_ds, dev, cfg["eval_batch_size"], cfg["num_workers"], store=val_store)
+        entry["val"] = metrics_report(val_records, preds, attributes)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(json.dumps(plain_json(entry)) + "\n")
+    _atomic_save({**state, "weights": net.state_dict(), "val": entry.get("val"), "head_fit": report},
+                 best_path)
+    if progress:
+        mos = entry.get("val", {}).get("mos", {}).get("all", {}).get("srcc")
+        lambdas = {head: fit["lambda"] for head, fit in report.items()}
+        print(f"heads fit on cached features (penalties {lambdas}): val MOS SRCC {mos}", flush=True)
+    return entry
 
 
 def checkpoint_info(model: IQSNet, spec: InputSpec, attributes: Sequence[str], cfg: dict,
