@@ -58,7 +58,7 @@ def root(
 # Options shared by `score` and `cull` (typer reads them from each command's signature).
 ModelOpt = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .onnx file (its .json card beside it).")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, or auto (CUDA when ONNX Runtime has it).")
-BatchOpt = typer.Option(16, "--batch-size", min=1, help="Photos per inference call.")
+BatchOpt = typer.Option(8, "--batch-size", min=1, help="Photos per inference call.")
 WorkersOpt = typer.Option(None, "--workers", min=1, help="Decoding threads (default: one per core).")
 RecursiveOpt = typer.Option(True, "--recursive/--no-recursive", help="Walk subfolders.")
 NoCacheOpt = typer.Option(False, "--no-cache", help="Score everything again; do not read or write the results cache.")
@@ -241,6 +241,9 @@ def score(
         if target is not None:
             target.abort()
         raise
+    finally:
+        if target is None and stream is not sys.stdout:
+            stream.close()  # a device or FIFO given as --output
     if target is not None:
         target.commit()
     _print_summary(run, quiet)

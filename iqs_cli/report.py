@@ -148,6 +148,10 @@ def open_output(path: Path | None) -> tuple[IO[str], AtomicTextFile | None]:
         if hasattr(sys.stdout, "reconfigure"):
             sys.stdout.reconfigure(errors="backslashreplace")
         return sys.stdout, None
+    if path.exists() and not path.is_file():
+        # /dev/null, a FIFO, a terminal: not a file to replace (replacing /dev/null as root
+        # would turn it into a regular file), so write to it directly.
+        return open(path, "w", encoding="utf-8", errors="backslashreplace", newline=""), None
     target = AtomicTextFile(path)
     return target.handle, target
 

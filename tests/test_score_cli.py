@@ -234,3 +234,21 @@ def test_raw_and_jpeg_siblings_are_one_shot(tmp_path, tiny_model, shared_data):
     assert set(records) == {"IMG_1.JPG", "IMG_2.CR3"}
     assert sorted(Path(f).name for f in records["IMG_1.JPG"]["files"]) == ["IMG_1.CR3", "IMG_1.JPG"]
     assert records["IMG_2.CR3"]["label"] is not None  # scored through its embedded preview
+
+
+def test_output_to_a_fifo_writes_into_it(photos, tiny_model, tmp_path):
+    """--output to something that is not a regular file (/dev/null, a FIFO) writes to it and
+    never replaces it (an atomic replace of /dev/null as root would destroy the device)."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    result = score(str(photos), "--model", str(tiny_model), "-f", "jsonl", "-o", str(fifo))
+    reader.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert len(jsonl(received[0])) == 3
