@@ -12,12 +12,16 @@ from iqs_cli.card import DEFAULT_MODEL_NAME, file_sha256, image_to_tensor, load_
 from iqs_cli.engine import ModelSession
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    if not (shipped_models_dir() / f"{DEFAULT_MODEL_NAME}.onnx").exists():
-        pytest.fail("weights/iqs-base.onnx is not installed with the package (pyproject package data)")
-    card = load_card(None)
+@pytest.fixture(scope="module", params=[DEFAULT_MODEL_NAME, "iqs-fast"])
+def shipped(request):
+    if not (shipped_models_dir() / f"{request.param}.onnx").exists():
+        pytest.fail(f"weights/{request.param}.onnx is not installed with the package (pyproject package data)")
+    card = load_card(request.param)
     return card, ModelSession(card)
+
+
+def test_default_model_is_iqs_base():
+    assert load_card(None).name == DEFAULT_MODEL_NAME == "iqs-base"
 
 
 def test_card_is_complete_and_matches_the_file(shipped):
