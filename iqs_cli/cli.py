@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -36,7 +36,7 @@ app = typer.Typer(
 stderr = Console(stderr=True, highlight=False)
 
 
-def fail_usage(message: str) -> None:
+def fail_usage(message: str) -> NoReturn:
     stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
 
@@ -141,7 +141,6 @@ def _open_session(model: Optional[str], device: str) -> ModelSession:
         return ModelSession(card, device=device)
     except (CardError, EngineError) as exc:
         fail_usage(str(exc))
-        raise  # unreachable: fail_usage exits
 
 
 def run_scoring(paths: list[str], *, model, device, batch_size, workers, recursive, no_cache,

@@ -83,7 +83,7 @@ def load_rgb(path: Path, min_side: int) -> Image.Image:
         ) from None
     except OSError as exc:
         if exc.errno is not None:  # the operating system refused, not Pillow
-            raise DecodeError(_os_error_message(exc)) from None
+            raise DecodeError(os_error_message(exc)) from None
         raise DecodeError(_corrupt_message(exc)) from None
     except Exception as exc:  # noqa: BLE001 - Pillow plugins raise many kinds on bad data
         raise DecodeError(_corrupt_message(exc)) from None
@@ -255,7 +255,8 @@ def _megapixels(pixels: int) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
 
 
-def _os_error_message(exc: OSError) -> str:
+def os_error_message(exc: OSError) -> str:
+    """What a user is told when a photo file cannot be opened or read."""
     if isinstance(exc, FileNotFoundError):
         return "file not found (moved or deleted?)"
     if isinstance(exc, PermissionError):

@@ -17,7 +17,7 @@ import numpy as np
 
 from iqs_cli.cache import FileKey, ResultCache
 from iqs_cli.card import image_to_tensor
-from iqs_cli.decode import DecodeError, load_rgb
+from iqs_cli.decode import DecodeError, load_rgb, os_error_message
 from iqs_cli.discover import DiscoveryError, Shot
 from iqs_cli.engine import ModelSession, outputs_row
 from iqs_cli.result import ShotResult
@@ -66,11 +66,8 @@ class Scorer:
         item = _Item(result)
         try:
             item.key = FileKey.of(entry.primary)
-        except FileNotFoundError:
-            result.error = "file not found (moved or deleted while iqs ran?)"
-            return item
         except OSError as exc:
-            result.error = f"cannot read the file ({exc.strerror or exc})"
+            result.error = os_error_message(exc)
             return item
         if self.cache is not None:
             item.outputs = self.cache.get(item.key)

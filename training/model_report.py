@@ -28,6 +28,7 @@ from PIL import Image
 
 from iqs_cli.card import CLASSES, image_to_tensor, load_card
 from iqs_cli.decode import load_rgb
+from iqs_cli.engine import ModelSession
 from training import commands
 from training.datasets import synthetic as synth
 from training.metrics import mos_metrics, srcc
@@ -48,21 +49,16 @@ CLASS_DEFINITIONS = {
 }
 
 
-def _session(card, device: str):
-    import onnxruntime as ort
-
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(card.onnx_path), providers=providers)
+def _session(card, device: str) -> ModelSession:
+    return ModelSession(card, device=device)  # exactly what `iqs score` runs
 
 
-def _run(session, tensors: list[np.ndarray], batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    probs, mos = [], []
-    for start in range(0, len(tensors), batch):
-        logits, m = session.run(["class_logits", "mos"], {"image": np.stack(tensors[start:start + batch])})[:2]
-        e = np.exp(logits - logits.max(1, keepdims=True))
-        probs.append(e / e.sum(1, keepdims=True))
-        mos.append(m.reshape(-1))
-    return np.concatenate(probs), np.concatenate(mos)
+def _run(session: ModelSession, tensors: list[np.ndarray], batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities [N, 3], MOS [N]) in batches."""
+    outputs = [session.infer(np.stack(tensors[start:start + batch]))
+               for start in range(0, len(tensors), batch)]
+    return (np.concatenate([o.probabilities for o in outputs]),
+            np.concatenate([o.mos for o in outputs]))
 
 
 def clive_report(model: Path, config: Path, data_root: Path) -> tuple[dict, list]:
@@ -178,10 +174,10 @@ def speed_report(model: Path, batch: int = 16, seconds: float = 10.0) -> dict:
     devices = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
     for device in devices:
         session = _session(card, device)
-        session.run(None, {"image": x})  # warm-up
+        session.infer(x)  # warm-up
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            session.run(None, {"image": x})
+            session.infer(x)
             done += batch
         result[f"{device}_images_per_s"] = round(done / (time.perf_counter() - started), 1)
     return result
