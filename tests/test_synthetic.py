@@ -173,6 +173,20 @@ def test_label_rules():
     assert strict.label([], 85.0, 85.0) == PENDING
 
 
+def test_label_rules_with_reject_kinds_leave_styles_unlabelled():
+    rules = LabelRules(reject_kinds=("gaussian_blur", "jpeg"))
+    assert rules.label([("jpeg", 4)], 60.0, 85.0) == REJECTED
+    assert rules.label([("gaussian_blur", 2)], 20.0, 85.0) == REJECTED  # low pseudo-MOS
+    # A monochrome or foggy look is not a defect: no class, not "rejected".
+    assert rules.label([("saturation_loss", 5)], 20.0, 85.0) == -1
+    assert rules.label([("contrast_loss", 4)], 60.0, 85.0) == -1
+    assert rules.label([("contrast_loss", 2)], 60.0, 85.0) == PENDING
+    assert rules.label([("contrast_loss", 5), ("jpeg", 4)], 40.0, 85.0) == REJECTED
+    assert rules.label([], 85.0, 85.0) == ACCEPTED
+    with pytest.raises(KeyError, match="sepia"):
+        LabelRules(reject_kinds=("sepia",))
+
+
 def test_identical_images_score_perfectly(image):
     assert ms_ssim(image, image) == 1.0
     assert gmsd(image, image) == 0.0
@@ -287,6 +301,21 @@ def test_dataset_rejects_bad_configuration(references):
                              reference_mos=[80.0])
     with pytest.raises(KeyError, match="sepia"):
         SyntheticDistortions(references, crop_size=64, reference_short_side=64, kinds=["sepia"])
+
+
+def test_aspect_range_gives_landscape_and_portrait_crops(tmp_path):
+    wide = make_photo(tmp_path / "wide.jpg", size=(240, 160))
+    data = SyntheticDistortions([wide], crop_size=64, samples_per_epoch=40, seed=3,
+                                reference_short_side=(80, 96), aspect_range=(1.2, 1.5),
+                                include_reference_probability=0.5, mix_probability=0.0)
+    shapes = {data[i].image.shape[:2] for i in range(len(data))}
+    for height, width in shapes:
+        short, long = min(height, width), max(height, width)
+        assert short == 64 and round(64 * 1.2) <= long <= round(64 * 1.5)
+    assert any(w > h for h, w in shapes) and any(h > w for h, w in shapes)
+    assert SyntheticDistortions([wide], crop_size=64, reference_short_side=80)[0].image.shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="aspect_range"):
+        SyntheticDistortions([wide], crop_size=64, reference_short_side=80, aspect_range=(0.5, 1.0))
 
 
 def test_small_references_are_enlarged_to_the_crop(tmp_path):

@@ -420,23 +420,41 @@ class LabelRules:
     """How a synthetic sample gets its 3-class label (docs/design.md: rejected = clearly
     distorted; accepted = sharp, well-exposed, pleasing; pending = the rest).
 
-    - rejected: pseudo-MOS below `reject_mos` (30: the 1-star band of the default star
-      thresholds), or any distortion at level `reject_level` (4) or above;
+    - rejected: a distortion of `reject_kinds` (default: every kind) at level `reject_level`
+      (4) or above, or pseudo-MOS below `reject_mos` (30: the 1-star band of the default star
+      thresholds) with at least one such distortion;
     - accepted: an undistorted reference whose own MOS is at least `accept_reference_mos` (60);
+    - no class (-1): a severe distortion of a kind outside `reject_kinds` and nothing else
+      severe: colour casts, desaturation, low contrast or vignetting at full strength look
+      like a photographer's style (monochrome, fog, a mood grade), so they teach the MOS,
+      attributes and rankings but not what "clearly distorted" means;
     - pending: everything else (mild and moderate distortions, weaker references).
     """
 
     reject_mos: float = 30.0
     reject_level: int = 4
     accept_reference_mos: float = 60.0
+    reject_kinds: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.reject_kinds is not None:
+            object.__setattr__(self, "reject_kinds", tuple(self.reject_kinds))
+            unknown = [k for k in self.reject_kinds if k not in DISTORTIONS]
+            if unknown:
+                raise KeyError(f"reject_kinds: unknown distortions {unknown}; known: {', '.join(DISTORTIONS)}")
 
     def label(
         self, distortions: Sequence[tuple[str, int]], pseudo_mos: float, reference_mos: float
     ) -> int:
-        """Class index (CLASS_INDEX order: 0 rejected, 1 pending, 2 accepted)."""
-        clearly_distorted = any(level >= self.reject_level for _, level in distortions)
-        if pseudo_mos < self.reject_mos or clearly_distorted:
+        """Class index (CLASS_INDEX order: 0 rejected, 1 pending, 2 accepted; -1 no class)."""
+        defects = [(kind, level) for kind, level in distortions
+                   if self.reject_kinds is None or kind in self.reject_kinds]
+        style_only = bool(distortions) and not defects
+        if not style_only and (pseudo_mos < self.reject_mos
+                               or any(level >= self.reject_level for _, level in defects)):
             return CLASS_INDEX["rejected"]
+        if any(level >= self.reject_level for _, level in distortions):
+            return -1
         if not distortions and reference_mos >= self.accept_reference_mos:
             return CLASS_INDEX["accepted"]
         return CLASS_INDEX["pending"]
@@ -488,6 +506,7 @@ class SyntheticDistortions:
         kinds: Sequence[str] | None = None,
         rules: LabelRules = LabelRules(),
         flip: bool = True,
+        aspect_range: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         self.references = [Path(p) for p in references]
         if not self.references:
@@ -517,6 +536,12 @@ class SyntheticDistortions:
         self.mix_probability = mix_probability
         self.short_side_range = (low, high)
         self.kinds = list(kinds) if kinds is not None else None
+        low_aspect, high_aspect = (float(v) for v in aspect_range)
+        if not 1.0 <= low_aspect <= high_aspect:
+            raise ValueError(f"aspect_range {tuple(aspect_range)} must satisfy 1 <= low <= high")
+        self.aspect_range = (low_aspect, high_aspect)
+        if isinstance(rules, dict):
+            rules = LabelRules(**rules)
         self.rules = rules
         self.flip = flip
         self._cache: dict[int, Image.Image] = {}
@@ -541,7 +566,9 @@ class SyntheticDistortions:
         return self._cache[index]
 
     def reference_crop(self, index: int, rng: np.random.Generator) -> np.ndarray:
-        """A random crop_size x crop_size uint8 crop of reference `index` at the model's scale."""
+        """A random uint8 crop of reference `index` at the model's scale: crop_size square, or
+        with `aspect_range` a crop_size short side and a long side up to that many times longer
+        (as far as the photo allows); the model input transform squashes it to a square."""
         image = self._decoded(index)
         low, high = self.short_side_range
         short = int(rng.integers(low, high + 1))
@@ -551,9 +578,19 @@ class SyntheticDistortions:
             scale = short / min(image.size)
             size = (max(short, round(image.width * scale)), max(short, round(image.height * scale)))
             image = image.resize(size, Image.LANCZOS if scale < 1 else Image.BICUBIC)
-        left = int(rng.integers(0, image.width - self.crop_size + 1))
-        top = int(rng.integers(0, image.height - self.crop_size + 1))
-        crop = np.asarray(image.crop((left, top, left + self.crop_size, top + self.crop_size)))
+        width = height = self.crop_size
+        if self.aspect_range != (1.0, 1.0):
+            # A landscape or portrait field of view, which the model squashes to a square the
+            # way `iqs score` squashes a whole 3:2 photo (so training sees that squash too).
+            low, high = self.aspect_range
+            aspect = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+            if rng.random() < 0.5:
+                width = min(image.width, round(self.crop_size * aspect))
+            else:
+                height = min(image.height, round(self.crop_size * aspect))
+        left = int(rng.integers(0, image.width - width + 1))
+        top = int(rng.integers(0, image.height - height + 1))
+        crop = np.asarray(image.crop((left, top, left + width, top + height)))
         if self.flip and rng.random() < 0.5:
             crop = crop[:, ::-1]
         return np.ascontiguousarray(crop)
