@@ -63,7 +63,7 @@ WorkersOpt = typer.Option(None, "--workers", min=1, help="Decoding threads (defa
 RecursiveOpt = typer.Option(True, "--recursive/--no-recursive", help="Walk subfolders.")
 NoCacheOpt = typer.Option(False, "--no-cache", help="Score everything again; do not read or write the results cache.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (errors are still printed).")
-RejectAtOpt = typer.Option(None, "--reject-at", min=0.0, max=1.0, help="Reject when P(rejected) >= this (default: the most likely class wins).")
+RejectAtOpt = typer.Option(None, "--reject-at", min=0.0, max=1.0, help="Reject when P(rejected) >= this, and only then (default: the model card's value, else the most likely class wins).")
 AcceptAtOpt = typer.Option(None, "--accept-at", min=0.0, max=1.0, help="Accept only when P(accepted) >= this.")
 SidecarOpt = typer.Option("digikam", "--sidecar-name", help="digikam: photo.ext.xmp (digiKam, darktable); lightroom: photo.xmp.")
 InFileOpt = typer.Option(False, "--in-file", help="Write XMP into JPEG/TIFF/PNG/WebP files themselves (never into RAW files).")

@@ -34,7 +34,7 @@ class Verdict:
 class Thresholds:
     """How outputs become labels. None means: take the card's value, else the default."""
 
-    reject_at: float | None = None  # reject when P(rejected) >= this (else argmax decides)
+    reject_at: float | None = None  # reject when P(rejected) >= this, and only then
     accept_at: float | None = None  # accept when P(accepted) >= this and not rejected
     stars: tuple[float, ...] | None = None  # MOS cut points for 2..5 stars
     reason_at: float | None = None  # attribute severity that earns a reason
@@ -64,15 +64,21 @@ def stars_from_mos(mos: float, cut_points: tuple[float, ...]) -> int:
 
 
 def label_from_probabilities(probs: dict[str, float], thresholds: Thresholds) -> str:
-    if thresholds.reject_at is not None and probs["rejected"] >= thresholds.reject_at:
-        return "rejected"
+    if thresholds.reject_at is not None:
+        if probs["rejected"] >= thresholds.reject_at:
+            return "rejected"
+        # Below the threshold a shot is never rejected, even when "rejected" is the most
+        # likely class: the threshold exists to keep doubtful keepers out of the bin.
+        candidates = ("pending", "accepted")
+    else:
+        candidates = CLASSES
     if thresholds.accept_at is not None:
         if probs["accepted"] >= thresholds.accept_at and probs["rejected"] < probs["accepted"]:
             return "accepted"
         # With explicit thresholds, whatever is neither clearly bad nor clearly good waits.
         if thresholds.reject_at is not None:
             return "pending"
-    return max(CLASSES, key=lambda name: probs[name])
+    return max(candidates, key=lambda name: probs[name])
 
 
 def reasons_from_attributes(

@@ -24,6 +24,11 @@ def test_label_thresholds():
     good = {"rejected": 0.05, "pending": 0.55, "accepted": 0.4}
     assert label_from_probabilities(good, Thresholds(accept_at=0.35)) == "accepted"
     assert label_from_probabilities(good, Thresholds(reject_at=0.5, accept_at=0.6)) == "pending"
+    # Below reject_at a shot is never rejected, even when "rejected" is the likeliest class.
+    doubtful = {"rejected": 0.6, "pending": 0.3, "accepted": 0.1}
+    assert label_from_probabilities(doubtful, Thresholds()) == "rejected"
+    assert label_from_probabilities(doubtful, Thresholds(reject_at=0.7)) == "pending"
+    assert label_from_probabilities(doubtful, Thresholds(reject_at=0.6)) == "rejected"
 
 
 def test_reasons_only_for_shots_that_are_not_accepted(tiny_model):

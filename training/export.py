@@ -160,6 +160,9 @@ def export_model(checkpoint: Path, out: Path, name: str | None = None, version: 
         card_thresholds = dict(thresholds or train_cfg.get("thresholds") or {})
         card_thresholds.setdefault("stars", list(DEFAULT_STAR_THRESHOLDS))
         card_thresholds.setdefault("reason", DEFAULT_REASON_THRESHOLD)
+        fitted = (state.get("head_fit") or {}).get("classes", {})
+        if "reject_at" in fitted:  # chosen on training folds (training/headfit.py)
+            card_thresholds.setdefault("reject_at", fitted["reject_at"])
         attributes = list(state["attributes"])
         datasets = list(state.get("datasets", []))
         card = ModelCard(

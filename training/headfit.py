@@ -8,8 +8,10 @@ So, after the training loop, `fit_heads` solves each head with an L2 penalty who
 chosen by grouped k-fold cross-validation on the TRAINING features only (the two cached views
 of a photo, or the images of one synthetic ladder, always share a fold):
 
-- MOS: ridge regression on logit(MOS/100) (the head outputs 100 * sigmoid), kernel form;
-- classes: multinomial logistic regression (L-BFGS), rows with a class target;
+- MOS: ridge regression on the head's logit of the MOS (the head outputs
+  low + (high - low) * sigmoid over the model's `mos_span`), kernel form;
+- classes: multinomial logistic regression (L-BFGS), rows with a class target; with
+  `max_false_reject`, also the card's `reject_at`, chosen on out-of-fold probabilities;
 - attributes: logistic regression on the severities (soft targets), rows with targets.
 """
 
@@ -44,9 +46,16 @@ def _ridge(z: np.ndarray, t: np.ndarray, lam: float) -> tuple[np.ndarray, float]
     return w, float(mean_t - mean_z @ w)
 
 
+def mos_logit(mos: np.ndarray, span: tuple[float, float] = (0.0, 100.0)) -> np.ndarray:
+    """Inverse of the MOS head's output mapping (clipped half a point inside 0-100)."""
+    low, high = span
+    u = (np.clip(mos, 0.5, 99.5) - low) / (high - low)
+    return np.log(u / (1 - u))
+
+
 def fit_mos(z: np.ndarray, mos: np.ndarray, groups: np.ndarray, lambdas, folds: int,
-            seed: int) -> dict:
-    t = np.log(np.clip(mos, 0.5, 99.5) / 100 / (1 - np.clip(mos, 0.5, 99.5) / 100))
+            seed: int, span: tuple[float, float] = (0.0, 100.0)) -> dict:
+    t = mos_logit(mos, span)
     scores = {}
     for lam in lambdas:
         fold_srcc = []
@@ -100,7 +109,38 @@ def _logistic_cv(z: np.ndarray, target: np.ndarray, groups: np.ndarray, lambdas,
         scores[lam] = float(np.mean(losses))
     best = min(scores, key=scores.get)
     w, b = _logistic(zt, tt, best, multiclass)
-    return {"weight": w.numpy(), "bias": b.numpy(), "lambda": best, "cv_loss": scores}
+    fit = {"weight": w.numpy(), "bias": b.numpy(), "lambda": best, "cv_loss": scores}
+    if multiclass:
+        # Out-of-fold probabilities at the chosen penalty: what the head says about training
+        # rows it did not see, for choosing decision thresholds without touching validation.
+        oof = np.zeros((len(target), num_classes))
+        for val in _folds(groups, folds, seed):
+            tr, va = torch.from_numpy(~val), torch.from_numpy(val)
+            wf, bf = _logistic(zt[tr], tt[tr], best, True)
+            logits = zt[va] @ wf + bf
+            if logits.shape[1] < num_classes:
+                logits = F.pad(logits, (0, num_classes - logits.shape[1]), value=-30.0)
+            oof[val] = torch.softmax(logits, 1).numpy()
+        fit["oof"] = oof
+    return fit
+
+
+REJECT_AT_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50 .. 0.95
+
+
+def choose_reject_at(oof: np.ndarray, labels: np.ndarray, max_false_reject: float) -> dict:
+    """The lowest P(rejected) threshold at which at most `max_false_reject` of the training rows
+    labelled accepted are rejected out of fold (a wrongly rejected keeper costs a photographer
+    more than a bad shot left pending), with the share of rejected rows it still catches."""
+    accepted, rejected = labels == 2, labels == 0
+    chosen = REJECT_AT_GRID[-1]
+    for t in REJECT_AT_GRID:
+        if (oof[accepted, 0] >= t).mean() <= max_false_reject:
+            chosen = t
+            break
+    return {"reject_at": chosen,
+            "oof_accepted_rejected": round(float((oof[accepted, 0] >= chosen).mean()), 4),
+            "oof_rejected_caught": round(float((oof[rejected, 0] >= chosen).mean()), 4)}
 
 
 @torch.no_grad()
@@ -148,7 +188,8 @@ def fit_heads(model, record_store, views: int, synth_store, group_size: int, opt
     has_mos = np.isfinite(mos)
     if has_mos.sum() >= 2 * folds:
         fit = fit_mos(z[has_mos], mos[has_mos], groups[has_mos],
-                      options.get("mos_lambdas", DEFAULT_MOS_LAMBDAS), folds, seed)
+                      options.get("mos_lambdas", DEFAULT_MOS_LAMBDAS), folds, seed,
+                      getattr(model, "mos_span", (0.0, 100.0)))
         model.mos_head.weight.data = torch.from_numpy(fit["weight"]).float()[None]
         model.mos_head.bias.data = torch.tensor([fit["bias"]], dtype=torch.float32)
         report["mos"] = {"lambda": fit["lambda"], "cv_srcc": fit["cv_srcc"], "rows": int(has_mos.sum())}
@@ -159,6 +200,9 @@ def fit_heads(model, record_store, views: int, synth_store, group_size: int, opt
         model.class_head.weight.data = torch.from_numpy(fit["weight"].T).float()
         model.class_head.bias.data = torch.from_numpy(fit["bias"]).float()
         report["classes"] = {"lambda": fit["lambda"], "cv_loss": fit["cv_loss"], "rows": int(has_label.sum())}
+        if options.get("max_false_reject") is not None:
+            report["classes"].update(choose_reject_at(fit["oof"], labels[has_label],
+                                                      float(options["max_false_reject"])))
     if model.attribute_head is not None:
         has_attr = np.isfinite(attrs).all(1)
         if has_attr.sum() >= 2 * folds:
