@@ -162,6 +162,25 @@ def test_build_model_round_trips_hparams(net):
     assert np.isclose(net.feature_dim, 1280 + 2 * (24 + 40 + 80 + 112 + 192))
 
 
+def test_mos_span_maps_the_logit_linearly_wider_and_clips_to_the_scale():
+    wide = M.IQSNet("lite0", pretrained=False, mos_span=(-50, 150)).eval()
+    assert wide.hparams()["mos_span"] == [-50.0, 150.0]
+    assert M.build_model(wide.hparams()).mos_span == (-50.0, 150.0)
+    features = torch.zeros(4, wide.feature_dim)
+    with torch.no_grad():
+        wide.mos_head.weight.zero_()
+        wide.mos_head.bias.copy_(torch.tensor([0.0]))
+        assert float(wide.heads(features)["mos"][0]) == pytest.approx(50.0)
+        wide.mos_head.bias.copy_(torch.tensor([math.log(0.4 / 0.6)]))  # sigmoid = 0.4 -> 30
+        assert float(wide.heads(features)["mos"][0]) == pytest.approx(30.0, abs=1e-4)
+        wide.mos_head.bias.copy_(torch.tensor([5.0]))  # 148.7 on the span, clipped
+        assert float(wide.heads(features)["mos"][0]) == 100.0
+        wide.mos_head.bias.copy_(torch.tensor([-5.0]))
+        assert float(wide.heads(features)["mos"][0]) == 0.0
+    with pytest.raises(M.ModelError, match="mos_span"):
+        M.IQSNet("lite0", pretrained=False, mos_span=(10, 100))
+
+
 def test_multiscale_blocks_taps_every_block():
     from training.model import IQSNet, ModelError
 

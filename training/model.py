@@ -19,6 +19,7 @@ import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -261,8 +262,16 @@ class IQSNet(nn.Module):
     def __init__(self, backbone: str = "lite0", num_attributes: int = 0, pretrained: bool = True,
                  dropout: float = 0.2, multiscale: bool | str = False, trainable_blocks: int | None = None,
                  train_conv_head: bool = True, head_hidden: int = 0, drop_connect: float = 0.0,
-                 feature_norm: bool = True):
+                 feature_norm: bool = True, mos_span: Sequence[float] = (0.0, 100.0)):
         super().__init__()
+        low, high = (float(v) for v in mos_span)
+        if not (low <= 0.0 and high >= 100.0):
+            raise ModelError(f"mos_span must cover 0-100, got {list(mos_span)}")
+        # MOS = low + (high - low) * sigmoid(logit), clipped to 0-100. A span wider than 0-100
+        # keeps the mapping nearly linear over the MOS scale: ridge-fitting logit(MOS / 100)
+        # stretched the extremes and cost 0.007 SRCC on LIVE Challenge (20 random splits,
+        # 0.795 -> 0.802 with -50..150).
+        self.mos_span = (low, high)
         self.backbone_name = backbone
         self.backbone = EfficientNetLite(backbone, num_classes=0, drop_connect=drop_connect)
         if pretrained:
@@ -376,8 +385,11 @@ class IQSNet(nn.Module):
     def heads(self, features: torch.Tensor) -> dict:
         h = self.neck(self.dropout(self.feature_norm(features)))
         mos_logit = self.mos_head(h).squeeze(1)
-        out = {"class_logits": self.class_head(h), "mos_logit": mos_logit,
-               "mos": 100.0 * torch.sigmoid(mos_logit)}
+        low, high = self.mos_span
+        mos = low + (high - low) * torch.sigmoid(mos_logit)
+        if self.mos_span != (0.0, 100.0):
+            mos = mos.clamp(0.0, 100.0)
+        out = {"class_logits": self.class_head(h), "mos_logit": mos_logit, "mos": mos}
         if self.attribute_head is not None:
             logits = self.attribute_head(h)
             out["attribute_logits"] = logits
@@ -397,6 +409,7 @@ class IQSNet(nn.Module):
             trainable_blocks=self.trainable_blocks, train_conv_head=self.train_conv_head,
             head_hidden=self.neck[0].out_features if isinstance(self.neck, nn.Sequential) else 0,
             drop_connect=self.drop_connect, feature_norm=isinstance(self.feature_norm, nn.BatchNorm1d),
+            mos_span=list(self.mos_span),
         )
 
 
@@ -417,7 +430,7 @@ class ExportWrapper(nn.Module):
 def build_model(hparams: dict, pretrained: bool = False) -> IQSNet:
     """IQSNet from `hparams()` (weights come from a checkpoint, so no ImageNet download)."""
     known = {"backbone", "num_attributes", "dropout", "multiscale", "trainable_blocks",
-             "train_conv_head", "head_hidden", "drop_connect", "feature_norm"}
+             "train_conv_head", "head_hidden", "drop_connect", "feature_norm", "mos_span"}
     unknown = set(hparams) - known
     if unknown:
         raise ModelError(f"unknown model options {sorted(unknown)}; known: {sorted(known)}")

@@ -67,6 +67,7 @@ DEFAULTS: dict = {
         "head_hidden": 0,
         "drop_connect": 0.0,
         "feature_norm": True,
+        "mos_span": [0.0, 100.0],  # MOS = low + (high - low) * sigmoid(logit), clipped to 0-100
     },
     "attributes": None,  # None: the attributes the data has (records and synthetic)
     "input": {"size": 320, "resize": "squash", "crop": "none"},
@@ -102,7 +103,7 @@ DEFAULTS: dict = {
     # After the epochs, solve the linear heads of a fully frozen backbone exactly (ridge /
     # L2 logistic, penalty by grouped k-fold CV on the training features): training.headfit.
     "head_fit": {"enabled": False, "folds": 5, "mos_lambdas": None, "class_lambdas": None,
-                 "attribute_lambdas": None, "class_levels": None},
+                 "attribute_lambdas": None, "class_levels": None, "max_false_reject": None},
     "thresholds": {},  # card thresholds at export (stars, reason, reject_at, accept_at)
 }
 
@@ -593,7 +594,9 @@ def train_model(cfg: dict, train_records: Sequence[Record], val_records: Sequenc
         views = int(cache_cfg["views"])
         if views not in (1, 2):
             raise TrainError("feature_cache.views must be 1 (photo) or 2 (photo and mirror image)")
-        key_base = {"model": cfg["model"], "seed": seed if not cfg["model"]["pretrained"] else None,
+        # The MOS span only maps the head's output: it does not change cached features.
+        prefix_model = {k: v for k, v in cfg["model"].items() if k != "mos_span"}
+        key_base = {"model": prefix_model, "seed": seed if not cfg["model"]["pretrained"] else None,
                     "input": cfg["input"], "attributes": attributes, "datasets": dataset_names}
         cache_dir = out_dir / "feature_cache"
         bs, nw = cfg["eval_batch_size"], cfg["num_workers"]
