@@ -208,3 +208,22 @@ def test_synthetic_use_mos_false_masks_only_the_mos_target(shared_data):
         group = ds[0]
         assert torch.isnan(group["mos"]).all() == (not use_mos)
         assert (group["label"] >= 0).all() and group["level"].tolist()[0] == 0
+
+
+def test_synthetic_items_name_their_reference_photo(shared_data):
+    from training.data import SYNTHETIC_DATASET, SyntheticDataset
+    from training.datasets.synthetic import ATTRIBUTES, SyntheticDistortions
+
+    refs = sorted((shared_data / "pristine").glob("mate-*.jpg"))[:3]
+    distortions = SyntheticDistortions(refs, crop_size=64, samples_per_epoch=6, seed=0,
+                                       reference_short_side=96)
+    spec = InputSpec(size=64)
+    for ladder_levels in (0, 2):
+        ds = SyntheticDataset(distortions, spec, ATTRIBUTES, [SYNTHETIC_DATASET],
+                              ladder_levels=ladder_levels)
+        sources = [set(ds[i]["source"].tolist()) for i in range(len(ds))]
+        assert all(len(s) == 1 for s in sources)  # a ladder is one photo
+        assert set().union(*sources) <= {0, 1, 2} and len(set().union(*sources)) > 1
+    single = distortions[1]
+    ds = SyntheticDataset(distortions, spec, ATTRIBUTES, [SYNTHETIC_DATASET], ladder_levels=0)
+    assert int(ds[1]["source"][0]) == refs.index(single.reference_path)

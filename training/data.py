@@ -119,6 +119,7 @@ class RecordDataset(Dataset):
             "reference": torch.tensor(-1, dtype=torch.int64),
             "distortion": torch.tensor(-1, dtype=torch.int64),
             "level": torch.tensor(-1, dtype=torch.int64),
+            "source": torch.tensor(-1, dtype=torch.int64),
         }
 
     def image(self, index: int, view: int | None = None) -> np.ndarray:
@@ -186,7 +187,7 @@ class SyntheticDataset(Dataset):
         return self.ladder_levels + (1 if self.include_reference else 0)
 
     def _item(self, image: np.ndarray, mos: float, label: int, attributes: dict, reference: int,
-              distortion: int, level: int) -> dict:
+              distortion: int, level: int, source: int) -> dict:
         tensor = image_to_tensor(Image.fromarray(image), self.spec)
         return {
             "image": torch.from_numpy(tensor),
@@ -198,6 +199,8 @@ class SyntheticDataset(Dataset):
             "reference": torch.tensor(reference, dtype=torch.int64),
             "distortion": torch.tensor(distortion, dtype=torch.int64),
             "level": torch.tensor(level, dtype=torch.int64),
+            # which reference photo: head fitting keeps a photo's crops in one fold
+            "source": torch.tensor(source, dtype=torch.int64),
         }
 
     def _ladder(self, index: int) -> list[dict]:
@@ -217,14 +220,14 @@ class SyntheticDataset(Dataset):
         if self.include_reference:
             label = synth.rules.label((), reference_mos, reference_mos)
             items.append(self._item(crop, reference_mos, label, m.attribute_targets(()), group_id,
-                                    self.kind_names.index(kind), 0))
+                                    self.kind_names.index(kind), 0, ref_index))
         for level in levels:
             distortions = ((kind, level),)
             image = m.apply_distortions(crop, distortions, rng)
             quality = reference_mos * quality_factor(full_reference_scores(crop, image))
             label = synth.rules.label(distortions, quality, reference_mos)
             items.append(self._item(image, quality, label, m.attribute_targets(distortions), group_id,
-                                    self.kind_names.index(kind), level))
+                                    self.kind_names.index(kind), level, ref_index))
         return items
 
     def __getitem__(self, index: int) -> dict:
@@ -233,7 +236,8 @@ class SyntheticDataset(Dataset):
         else:
             sample = self.synthetic[index]
             items = [self._item(sample.image, sample.pseudo_mos, sample.label, sample.attributes,
-                                -1, -1, sample.max_level)]
+                                -1, -1, sample.max_level,
+                                self.synthetic.references.index(sample.reference_path))]
         return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
 

@@ -6,7 +6,7 @@ problem with a unique regularized optimum. Gradient training with AdamW on 557 p
 at epoch 4 and fell to 0.70 by epoch 60, where a ridge fit of the same features gave 0.79).
 So, after the training loop, `fit_heads` solves each head with an L2 penalty whose strength is
 chosen by grouped k-fold cross-validation on the TRAINING features only (the two cached views
-of a photo, or the images of one synthetic ladder, always share a fold):
+of a photo, or all synthetic crops of one reference photo, always share a fold):
 
 - MOS: ridge regression on the head's logit of the MOS (the head outputs
   low + (high - low) * sigmoid over the model's `mos_span`), kernel form;
@@ -169,7 +169,13 @@ def fit_heads(model, record_store, views: int, synth_store, group_size: int, opt
         attrs.append(record_store.targets["attributes"].numpy())
     if synth_store is not None:
         parts.append(synth_store.pooled)
-        groups.append(offset + np.arange(len(synth_store)) // group_size)
+        source = synth_store.targets["source"].numpy()
+        if (source >= 0).all():
+            # Every crop of one reference photo in one fold: the out-of-fold figures (and the
+            # penalties) then speak for photos the heads have not seen, as at run time.
+            groups.append(offset + source)
+        else:
+            groups.append(offset + np.arange(len(synth_store)) // group_size)
         mos.append(synth_store.targets["mos"].numpy())
         synth_labels = synth_store.targets["label"].numpy().copy()
         if options.get("class_levels") is not None:

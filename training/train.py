@@ -369,6 +369,8 @@ def build_feature_store(model: IQSNet, dataset: Dataset, folder: Path, key: dict
     fmap = np.load(final / "fmap.npy", mmap_mode="r") if (final / "fmap.npy").exists() else None
     pooled = np.load(final / "pooled.npy", mmap_mode="r") if (final / "pooled.npy").exists() else None
     targets = torch.load(final / "targets.pt", weights_only=True)
+    # Caches written before the "source" target existed: no source photo known.
+    targets.setdefault("source", torch.full_like(targets["level"], -1))
     return FeatureStore(fmap, pooled, targets)
 
 
