@@ -18,17 +18,19 @@ of pristine references the config does not list):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from iqs_cli.card import CLASSES, image_to_tensor, load_card
 from iqs_cli.decode import load_rgb
 from iqs_cli.engine import ModelSession
+from iqs_cli.verdict import Thresholds, label_from_probabilities
 from training import commands
 from training.datasets import synthetic as synth
 from training.metrics import mos_metrics, srcc
@@ -40,8 +42,12 @@ MUST_REJECT = ("gaussian_blur", "lens_blur", "motion_blur", "gaussian_noise", "s
 
 # What the three classes mean for the shipped model (training/configs/iqs-base.json).
 CLASS_DEFINITIONS = {
-    "rejected": "clearly distorted: LIVE Challenge MOS below 35, or a synthetic distortion at "
-                "level 4-5 or with a full-reference pseudo-MOS below 30",
+    "rejected": "clearly distorted: LIVE Challenge MOS below 35, or a synthetic technical defect "
+                "(blur, noise, exposure, compression, resampling, chromatic aberration, "
+                "oversharpening, banding) at level 4-5 or with a full-reference pseudo-MOS below "
+                "30; colour casts, desaturation, low contrast and vignetting look like a style "
+                "(monochrome, fog, a mood grade) and never teach 'rejected'. A shot is rejected "
+                "only when P(rejected) reaches the card's reject_at",
     "pending": "the rest: LIVE Challenge MOS 42-70, milder synthetic distortions",
     "accepted": "sharp, well exposed, pleasing: LIVE Challenge MOS 75 and up, undistorted "
                 "pristine references",
@@ -51,6 +57,13 @@ CLASS_DEFINITIONS = {
 
 def _session(card, device: str) -> ModelSession:
     return ModelSession(card, device=device)  # exactly what `iqs score` runs
+
+
+def _labels(card, probs: np.ndarray) -> np.ndarray:
+    """Class index per row, decided as `iqs score` decides (the card's thresholds)."""
+    thresholds = Thresholds().resolved(card)
+    return np.array([CLASSES.index(label_from_probabilities(dict(zip(CLASSES, row)), thresholds))
+                     for row in probs], dtype=np.int64)
 
 
 def _run(session: ModelSession, tensors: list[np.ndarray], batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +86,7 @@ def digikam_figures(model: Path, records) -> dict:
     session = _session(card, "cpu")
     tensors = [image_to_tensor(load_rgb(r.path, card.input.decode_min_side), card.input) for r in records]
     probs, pred_mos = _run(session, tensors)
-    labels = probs.argmax(1)
+    labels = _labels(card, probs)
     mos = np.array([r.mos for r in records])
     worst = mos <= np.quantile(mos, 0.2)
     best = mos >= np.quantile(mos, 0.8)
@@ -134,7 +147,7 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
         levels = np.array(levels)
         all_levels = np.concatenate([np.zeros(len(crops)), levels])
         all_mos = np.concatenate([ref_mos, mos])
-        labels = probs.argmax(1)
+        labels = _labels(card, probs)
         per_type[kind] = {
             "srcc_mos_vs_level": round(-srcc(all_mos, all_levels), 4),
             "mean_mos_by_level": [round(float(ref_mos.mean()), 1)]
@@ -146,8 +159,8 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
         "references": [p.name for p in references],
         "crops": len(crops),
         "mean_srcc_mos_vs_level": round(float(np.mean([v["srcc_mos_vs_level"] for v in per_type.values()])), 4),
-        "references_rejected": round(float((ref_probs.argmax(1) == 0).mean()), 4),
-        "references_accepted": round(float((ref_probs.argmax(1) == 2).mean()), 4),
+        "references_rejected": round(float((_labels(card, ref_probs) == 0).mean()), 4),
+        "references_accepted": round(float((_labels(card, ref_probs) == 2).mean()), 4),
         "severe_level5_rejected": {k: per_type[k]["rejected_at_level"][4] for k in MUST_REJECT},
         "severe_level5_rejected_mean": round(float(np.mean(severe)), 4),
         "per_type": per_type,
@@ -155,13 +168,60 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
 
 
 def whole_photo_report(model: Path, references: list[Path]) -> dict:
-    """The held-out references as whole photos, the way `iqs score` sees them."""
+    """Whole photos the way `iqs score` sees them (squashed to the input): every pristine
+    reference as it is (held out of training or not), and the held-out ones with each severe
+    (level 5) distortion of MUST_REJECT applied to the whole photo at the model's scale."""
     card = load_card(model)
+    size = card.input.size
     session = _session(card, "cpu")
-    tensors = [image_to_tensor(load_rgb(p, card.input.decode_min_side), card.input) for p in references]
-    probs, mos = _run(session, tensors)
-    return {p.name: {"label": CLASSES[int(pr.argmax())], "mos": round(float(m), 1)}
-            for p, pr, m in zip(references, probs, mos)}
+    held_out = {p.resolve() for p in references}
+    pristine = sorted(references[0].parent.glob("*.jpg")) if references else []
+    images = [load_rgb(p, card.input.decode_min_side) for p in pristine]
+    probs, mos = _run(session, [image_to_tensor(im, card.input) for im in images])
+    labels = _labels(card, probs)
+    photos = {p.name: {"label": CLASSES[int(lab)], "mos": round(float(m), 1),
+                       "held_out": p.resolve() in held_out}
+              for p, lab, m in zip(pristine, labels, mos)}
+    rng = np.random.default_rng(1)
+    severe = {}
+    for kind in MUST_REJECT:
+        tensors = []
+        for path, image in zip(pristine, images):
+            if path.resolve() not in held_out:
+                continue
+            scale = round(size * 9 / 8) / min(image.size)
+            scaled = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+            distorted = synth.distort(np.asarray(scaled), kind, 5, rng)
+            tensors.append(image_to_tensor(Image.fromarray(distorted), card.input))
+        kind_probs, _ = _run(session, tensors)
+        severe[kind] = round(float((_labels(card, kind_probs) == 0).mean()), 4)
+    # Defects as anyone would make them on a whole photo, independent of synthetic.py's levels.
+    edits = {
+        "darkened_to_15_percent": lambda im: Image.fromarray((np.asarray(im, np.float32) * 0.15).astype(np.uint8)),
+        "gaussian_noise_sigma_40": lambda im: Image.fromarray(np.clip(
+            np.asarray(im, np.float32) + rng.normal(0, 40, (im.height, im.width, 3)), 0, 255).astype(np.uint8)),
+        "jpeg_quality_5": lambda im: _jpeg_round_trip(im, 5),
+        "blur_1_percent_of_width": lambda im: im.filter(ImageFilter.GaussianBlur(im.width / 100)),
+    }
+    everyday = {}
+    for name, edit in edits.items():
+        edit_probs, _ = _run(session, [image_to_tensor(edit(im), card.input) for im in images])
+        everyday[name] = f"{int((_labels(card, edit_probs) == 0).sum())}/{len(images)}"
+    held = [v for v in photos.values() if v["held_out"]]
+    return {
+        "photos": photos,
+        "held_out_rejected": sum(v["label"] == "rejected" for v in held),
+        "training_references_rejected": sum(v["label"] == "rejected" for v in photos.values()
+                                            if not v["held_out"]),
+        "held_out_level5_rejected": severe,
+        "all_pristine_edited_rejected": everyday,
+    }
+
+
+def _jpeg_round_trip(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
 def speed_report(model: Path, batch: int = 16, seconds: float = 10.0) -> dict:
@@ -200,7 +260,7 @@ def main() -> None:
         "digikam_figures": digikam_figures(args.model, val_records),
         "baseline": niqe_report(val_records),
         "synthetic_held_out": synthetic_report(args.model, references),
-        "held_out_references_whole": whole_photo_report(args.model, references),
+        "whole_photos": whole_photo_report(args.model, references),
         "speed": speed_report(args.model),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -219,6 +279,7 @@ def main() -> None:
         synthetic = dict(report["synthetic_held_out"])
         synthetic["srcc_by_type"] = {k: v["srcc_mos_vs_level"] for k, v in synthetic.pop("per_type").items()}
         metrics["synthetic_held_out"] = synthetic
+        metrics["whole_photos"] = report["whole_photos"]
         card["speed"] = report["speed"]
         card["class_definitions"] = CLASS_DEFINITIONS
         tmp = card_path.with_name(f".{card_path.name}.tmp")
