@@ -92,9 +92,12 @@ def _logistic_cv(z: np.ndarray, target: np.ndarray, groups: np.ndarray, lambdas,
                  seed: int, multiclass: bool, num_classes: int = 3) -> dict:
     zt = torch.from_numpy(z).double()
     tt = torch.from_numpy(target).long() if multiclass else torch.from_numpy(target).double()
-    scores = {}
+    scores, oof = {}, {}
     for lam in lambdas:
         losses = []
+        # Out-of-fold probabilities (multiclass): what the head says about training rows it
+        # did not see, for choosing decision thresholds without touching validation.
+        oof[lam] = np.zeros((len(target), num_classes))
         for val in _folds(groups, folds, seed):
             tr, va = torch.from_numpy(~val), torch.from_numpy(val)
             w, b = _logistic(zt[tr], tt[tr], lam, multiclass)
@@ -104,6 +107,7 @@ def _logistic_cv(z: np.ndarray, target: np.ndarray, groups: np.ndarray, lambdas,
                 if logits.shape[1] < num_classes:
                     logits = F.pad(logits, (0, num_classes - logits.shape[1]), value=-30.0)
                 losses.append(float(F.cross_entropy(logits, tt[va])))
+                oof[lam][val] = torch.softmax(logits, 1).numpy()
             else:
                 losses.append(float(F.binary_cross_entropy_with_logits(logits, tt[va])))
         scores[lam] = float(np.mean(losses))
@@ -111,17 +115,7 @@ def _logistic_cv(z: np.ndarray, target: np.ndarray, groups: np.ndarray, lambdas,
     w, b = _logistic(zt, tt, best, multiclass)
     fit = {"weight": w.numpy(), "bias": b.numpy(), "lambda": best, "cv_loss": scores}
     if multiclass:
-        # Out-of-fold probabilities at the chosen penalty: what the head says about training
-        # rows it did not see, for choosing decision thresholds without touching validation.
-        oof = np.zeros((len(target), num_classes))
-        for val in _folds(groups, folds, seed):
-            tr, va = torch.from_numpy(~val), torch.from_numpy(val)
-            wf, bf = _logistic(zt[tr], tt[tr], best, True)
-            logits = zt[va] @ wf + bf
-            if logits.shape[1] < num_classes:
-                logits = F.pad(logits, (0, num_classes - logits.shape[1]), value=-30.0)
-            oof[val] = torch.softmax(logits, 1).numpy()
-        fit["oof"] = oof
+        fit["oof"] = oof[best]
     return fit
 
 
