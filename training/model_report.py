@@ -155,12 +155,13 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
             "rejected_at_level": [round(float((labels[levels == lv] == 0).mean()), 3) for lv in synth.LEVELS],
         }
     severe = [per_type[k]["rejected_at_level"][4] for k in MUST_REJECT]
+    ref_labels = _labels(card, ref_probs)
     return {
         "references": [p.name for p in references],
         "crops": len(crops),
         "mean_srcc_mos_vs_level": round(float(np.mean([v["srcc_mos_vs_level"] for v in per_type.values()])), 4),
-        "references_rejected": round(float((_labels(card, ref_probs) == 0).mean()), 4),
-        "references_accepted": round(float((_labels(card, ref_probs) == 2).mean()), 4),
+        "references_rejected": round(float((ref_labels == 0).mean()), 4),
+        "references_accepted": round(float((ref_labels == 2).mean()), 4),
         "severe_level5_rejected": {k: per_type[k]["rejected_at_level"][4] for k in MUST_REJECT},
         "severe_level5_rejected_mean": round(float(np.mean(severe)), 4),
         "per_type": per_type,
