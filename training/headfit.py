@@ -189,7 +189,7 @@ def fit_heads(model, record_store, views: int, synth_store, group_size: int, opt
     if has_mos.sum() >= 2 * folds:
         fit = fit_mos(z[has_mos], mos[has_mos], groups[has_mos],
                       options.get("mos_lambdas", DEFAULT_MOS_LAMBDAS), folds, seed,
-                      getattr(model, "mos_span", (0.0, 100.0)))
+                      model.mos_span)
         model.mos_head.weight.data = torch.from_numpy(fit["weight"]).float()[None]
         model.mos_head.bias.data = torch.tensor([fit["bias"]], dtype=torch.float32)
         report["mos"] = {"lambda": fit["lambda"], "cv_srcc": fit["cv_srcc"], "rows": int(has_mos.sum())}
