@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from iqs_cli.card import InputSpec, image_to_tensor
 from iqs_cli.decode import DecodeError, load_rgb
-from training.datasets.base import DatasetError, Record
+from training.datasets.base import CLASS_INDEX, DatasetError, Record
 
 SYNTHETIC_DATASET = "synthetic"
 
@@ -152,11 +152,17 @@ class SyntheticDataset(Dataset):
     reference, one distortion kind at n distinct levels (plus the undistorted crop, level 0,
     when include_reference), all sharing a `reference` id so the milder can be ranked higher.
     Items are groups [G, ...]: `collate_groups` concatenates them into a batch.
+
+    style_groups = m > 0: m more groups after those, each one crop of one reference with G - 2
+    photographer's styles (training.datasets.styles: shallow focus, fog, low key, ...) labelled
+    as the undistorted reference is (accepted), no defect in any attribute, at level 0, and one
+    defective twin (soft everywhere, shaken, dark and noisy, ...) labelled rejected at level 5.
+    The reference itself comes first (level 0), so a group ranks like a ladder.
     """
 
     def __init__(self, synthetic, spec: InputSpec, attributes: Sequence[str],
                  dataset_names: Sequence[str], ladder_levels: int = 0,
-                 include_reference: bool = True, use_mos: bool = True):
+                 include_reference: bool = True, use_mos: bool = True, style_groups: int = 0):
         from training.datasets import synthetic as synth_module
 
         check_fixed_size(spec)
@@ -173,9 +179,13 @@ class SyntheticDataset(Dataset):
         # the ranking loss still come from these samples), so human MOS alone sets its scale.
         self.use_mos = use_mos
         self.kind_names = list(synth_module.DISTORTIONS)
+        self.style_groups = int(style_groups)
+        if self.style_groups and self.group_size < 3:
+            raise ValueError("style_groups need groups of at least 3 (reference, a style, a twin): "
+                             "set ladder_levels >= 2 with include_reference")
 
     def __len__(self) -> int:
-        return len(self.synthetic)
+        return len(self.synthetic) + self.style_groups
 
     def set_epoch(self, epoch: int) -> None:
         self.synthetic.set_epoch(epoch)
@@ -230,8 +240,30 @@ class SyntheticDataset(Dataset):
                                     self.kind_names.index(kind), level, ref_index))
         return items
 
+    def _styles(self, index: int) -> list[dict]:
+        from training.datasets.styles import style_group
+
+        synth = self.synthetic
+        rng = np.random.default_rng((synth.seed, synth.epoch, index, 2))
+        ref_index = int(rng.integers(len(synth.references)))
+        crop = synth.reference_crop(ref_index, rng)
+        reference_mos = synth.reference_mos[ref_index]
+        group = style_group(crop, self.group_size - 2, rng)
+        kept = synth.rules.label((), reference_mos, reference_mos)
+        none = self.module.attribute_targets(())
+        items = [self._item(image, reference_mos, kept, none, index, -1, 0, ref_index)
+                 for image in [crop, *(image for _, image in group.styled)]]
+        _, twin, attributes = group.twin
+        twin_targets = {**none, **attributes}
+        # The twin's pseudo-MOS only feeds the ranking loss (below every kept version).
+        items.append(self._item(twin, reference_mos * 0.3, CLASS_INDEX["rejected"],
+                                twin_targets, index, -1, max(self.module.LEVELS), ref_index))
+        return items
+
     def __getitem__(self, index: int) -> dict:
-        if self.ladder_levels:
+        if index >= len(self.synthetic):
+            items = self._styles(index)
+        elif self.ladder_levels:
             items = self._ladder(index)
         else:
             sample = self.synthetic[index]

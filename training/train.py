@@ -97,6 +97,7 @@ DEFAULTS: dict = {
         "include_reference": True,
         "use_mos": True,  # False: pseudo-MOS does not train the MOS head (ranking still does)
         "cached_groups": 400,  # with feature_cache: fixed groups drawn once
+        "style_groups": 0,  # more groups of photographer's styles + a defective twin (data.py)
         "options": {},  # passed to SyntheticDistortions (mix_probability, kinds, ...)
     },
     "select": {"metric": None, "mode": "max"},  # None: mos.all.srcc, else class.all.macro_f1
@@ -583,7 +584,7 @@ def train_model(cfg: dict, train_records: Sequence[Record], val_records: Sequenc
         synth_ds = SyntheticDataset(synthetic, spec, attributes, dataset_names,
                                     ladder_levels=syn["ladder_levels"],
                                     include_reference=syn["include_reference"],
-                                    use_mos=syn["use_mos"])
+                                    use_mos=syn["use_mos"], style_groups=syn["style_groups"])
 
     val_ds = RecordDataset(val_records, spec, train=False, attributes=attributes,
                            dataset_names=dataset_names) if val_records else None

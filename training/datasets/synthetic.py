@@ -342,7 +342,7 @@ DISTORTIONS: dict[str, DistortionSpec] = {
               _impulse_noise),
         _spec("color_noise", "noise", STAGE_SENSOR, (5.0, 9.0, 14.0, 21.0, 30.0), _color_noise),
         _spec("color_cast", "color", STAGE_PROCESSING, (0.2, 0.4, 0.7, 1.05, 1.5), _color_cast),
-        _spec("saturation_loss", "color", STAGE_PROCESSING, (0.85, 0.65, 0.45, 0.25, 0.0),
+        _spec("saturation_loss", "color", STAGE_PROCESSING, (0.85, 0.65, 0.45, 0.3, 0.18),
               _saturation_loss),
         _spec("saturation_boost", "color", STAGE_PROCESSING, (1.2, 1.45, 1.8, 2.3, 3.0),
               _saturation_boost),
