@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, Optional
 
@@ -22,7 +22,7 @@ from iqs_cli.engine import EngineError, ModelSession
 from iqs_cli.report import FORMATS, ResultWriter, console_for, display_path, open_output, summary_line
 from iqs_cli.result import ShotResult
 from iqs_cli.scoring import Scorer
-from iqs_cli.verdict import Thresholds
+from iqs_cli.verdict import Thresholds, reason_wording
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -118,6 +118,7 @@ class XmpTally:
 class ScoringRun:
     results: list[ShotResult]
     seconds: float
+    wording: dict[str, str] = field(default_factory=dict)  # reason token -> text for people
 
     @property
     def failed(self) -> list[ShotResult]:
@@ -178,7 +179,7 @@ def run_scoring(paths: list[str], *, model, device, batch_size, workers, recursi
         if cache.warning:
             stderr.print(f"[yellow]warning:[/] {cache.warning}")
         cache.close()
-    return ScoringRun(results, time.perf_counter() - started)
+    return ScoringRun(results, time.perf_counter() - started, reason_wording(session.card))
 
 
 def _resolve_format(fmt: str, output: Optional[Path]) -> str:
@@ -235,7 +236,7 @@ def score(
             recursive=recursive, no_cache=no_cache, quiet=quiet, reject_at=reject_at,
             accept_at=accept_at, on_result=on_result,
         )
-        writer.close(console_for(stream) if fmt == "table" else None)
+        writer.close(console_for(stream) if fmt == "table" else None, run.wording)
     except BaseException:
         if target is not None:
             target.abort()

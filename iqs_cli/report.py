@@ -1,4 +1,7 @@
-"""Writing results: a rich table for people, JSON lines / JSON / CSV for scripts."""
+"""Writing results: a rich table for people, JSON lines / JSON / CSV for scripts.
+
+Machine formats carry reason tokens (`blur`, `underexposed`, ...); only the table shows their
+human wording (iqs_cli/verdict.py, REASONS and `reason_wording`)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from rich.text import Text
 
 from iqs_cli.card import CLASSES
 from iqs_cli.result import ShotResult
+from iqs_cli.verdict import REASON_SEPARATOR, WORDING
 
 FORMATS = ("auto", "table", "jsonl", "json", "csv")
 LABEL_STYLES = {"rejected": "bold red", "pending": "yellow", "accepted": "bold green"}
@@ -40,7 +44,7 @@ def csv_row(result: ShotResult) -> list:
         result.path, ";".join(result.files), result.label or "",
         *(probs.get(name, "") for name in CLASSES),
         "" if result.mos is None else result.mos, "" if result.stars is None else result.stars,
-        "; ".join(result.reasons), result.model or "", result.model_version or "",
+        REASON_SEPARATOR.join(result.reasons), result.model or "", result.model_version or "",
         result.error or "",
     ]
 
@@ -88,12 +92,13 @@ class ResultWriter:
         else:
             self.results.append(result)
 
-    def close(self, console: Console | None = None) -> None:
+    def close(self, console: Console | None = None, wording: dict[str, str] | None = None) -> None:
+        """wording: reason token -> human text for the table (default: verdict.WORDING)."""
         if self.fmt == "json":
             json.dump([r.to_dict() for r in self.results], self.stream, ensure_ascii=False, indent=2)
             self.stream.write("\n")
         elif self.fmt == "table":
-            (console or Console(file=self.stream)).print(results_table(self.results))
+            (console or Console(file=self.stream)).print(results_table(self.results, wording))
         self.stream.flush()
 
 
@@ -105,7 +110,13 @@ def stars_text(stars: int | None, label: str | None) -> Text:
     return Text("★" * stars + "☆" * (5 - stars), style="yellow")
 
 
-def results_table(results: list[ShotResult]) -> Table:
+def reasons_text(reasons: list[str], wording: dict[str, str] | None = None) -> str:
+    """Reason tokens in words for people; a token without wording is shown as it is."""
+    wording = WORDING if wording is None else wording
+    return REASON_SEPARATOR.join(wording.get(token, token) for token in reasons)
+
+
+def results_table(results: list[ShotResult], wording: dict[str, str] | None = None) -> Table:
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("photo", overflow="fold")
     table.add_column("label")
@@ -119,7 +130,7 @@ def results_table(results: list[ShotResult]) -> Table:
             name += f" (+{len(r.files) - 1})"
         table.add_row(
             name, Text(r.label or "", style=LABEL_STYLES.get(r.label or "", "")),
-            f"{r.mos:.1f}", stars_text(r.stars, r.label), ", ".join(r.reasons),
+            f"{r.mos:.1f}", stars_text(r.stars, r.label), reasons_text(r.reasons, wording),
         )
     for r in results:
         if not r.ok:

@@ -1,26 +1,98 @@
-"""Model outputs -> pick label, stars and reasons. Every threshold lives here or in the card."""
+"""Model outputs -> pick label, stars and reasons. Every threshold lives here or in the card.
+
+Reasons are short stable tokens (`blur`, `underexposed`, `low_quality`, ...): they are what
+JSON, JSONL, CSV, XMP (`Xmp.iqs.reasons`) and `ShotResult.reasons` carry. REASONS below is the
+one table of them; the human wording beside each token is shown only in the terminal table
+(`reason_wording`), where a card may reword it but never rename a token.
+
+Which shots get which reasons (`reasons_for`):
+
+- accepted: none;
+- pending: every attribute (defect severity, 0 none .. 1 severe) at or above the reason
+  threshold (the card's `thresholds.reason`, 0.5 by default), most severe first; maybe none;
+- rejected: the same, and never none: when no attribute reaches the threshold, the strongest
+  attribute when its severity is at least half the threshold, else `low_quality`.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from iqs_cli.card import CLASSES, ModelCard
 
-# Human text for attribute names (defect severities, 0 none .. 1 severe); a card may add or
-# override these with "attribute_reasons".
-DEFAULT_REASONS = {
-    "blur": "blurry",
-    "motion_blur": "motion blur",
-    "noise": "noisy",
-    "underexposure": "underexposed",
-    "overexposure": "overexposed",
-    "compression": "heavy JPEG artifacts",
-    "color": "poor color (cast or washed out)",
-    "contrast": "low contrast",
-}
+# Joins reasons in CSV cells and in the table. Tokens and wordings never contain ";" (tokens
+# are [A-Za-z0-9_.-]; wordings from a card have ";" replaced), so a cell splits back exactly.
+REASON_SEPARATOR = "; "
+LOW_QUALITY = "low_quality"
+
+# The one table of reasons: attribute name -> token -> human wording. LOW_QUALITY stands for no
+# single attribute. An attribute missing here gets its own name as token (see reason_token).
+REASONS: tuple[tuple[str | None, str, str], ...] = (
+    ("blur", "blur", "blurry"),
+    ("motion_blur", "motion_blur", "motion blur"),
+    ("noise", "noise", "noisy"),
+    ("underexposure", "underexposed", "underexposed"),
+    ("overexposure", "overexposed", "overexposed"),
+    ("compression", "compression", "heavy JPEG artifacts"),
+    ("color", "color", "poor color (cast or washed out)"),
+    ("contrast", "contrast", "low contrast"),
+    (None, LOW_QUALITY, "low overall quality"),
+)
+TOKEN_OF_ATTRIBUTE = {attribute: token for attribute, token, _ in REASONS if attribute}
+WORDING = {token: wording for _, token, wording in REASONS}
 DEFAULT_REASON_THRESHOLD = 0.5
+
+_NOT_IN_TOKEN = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def reason_token(attribute: str) -> str:
+    """The token for an attribute: REASONS' entry, else the attribute's own name (any character
+    outside letters, digits, `_`, `.`, `-` becomes `_`, so a token never holds the separator)."""
+    attribute = str(attribute)
+    if attribute in TOKEN_OF_ATTRIBUTE:
+        return TOKEN_OF_ATTRIBUTE[attribute]
+    return _NOT_IN_TOKEN.sub("_", attribute) or "_"
+
+
+def _clean_wording(text: str) -> str:
+    return " ".join(text.replace(";", ",").split())
+
+
+def card_reasons(attributes: Iterable[str]) -> dict[str, str]:
+    """token -> wording for every reason a model with these attributes can give (what
+    `iqs export` writes as the card's `reasons`); LOW_QUALITY last."""
+    listed: dict[str, str] = {}
+    for attribute in attributes:
+        token = reason_token(attribute)
+        listed.setdefault(token, WORDING.get(token, _clean_wording(str(attribute).replace("_", " "))))
+    listed[LOW_QUALITY] = WORDING[LOW_QUALITY]
+    return listed
+
+
+def reason_wording(card: ModelCard | None = None) -> dict[str, str]:
+    """token -> human wording for the terminal table: REASONS, then the card's attributes, then
+    the card's own wording: `reasons` (token -> wording, cards from `iqs export`) over the older
+    `attribute_reasons` (attribute -> wording). Tokens stay as they are; only wording changes."""
+    wording = dict(WORDING)
+    if card is None:
+        return wording
+    wording.update(card_reasons(card.attributes))
+    by_attribute = card.raw.get("attribute_reasons")
+    if isinstance(by_attribute, dict):
+        for attribute, text in by_attribute.items():
+            if isinstance(text, str) and text.strip():
+                wording[reason_token(str(attribute))] = _clean_wording(text)
+    by_token = card.raw.get("reasons")
+    if isinstance(by_token, dict):
+        for token, text in by_token.items():
+            if isinstance(text, str) and text.strip():
+                wording[str(token)] = _clean_wording(text)
+    return wording
 
 
 @dataclass(frozen=True)
@@ -81,16 +153,26 @@ def label_from_probabilities(probs: dict[str, float], thresholds: Thresholds) ->
     return max(candidates, key=lambda name: probs[name])
 
 
-def reasons_from_attributes(
-    attributes: dict[str, float], card: ModelCard, threshold: float
-) -> list[str]:
-    texts = dict(DEFAULT_REASONS)
-    texts.update(card.raw.get("attribute_reasons", {}))
-    flagged = sorted(
-        ((severity, name) for name, severity in attributes.items() if severity >= threshold),
+def reasons_for(label: str, attributes: dict[str, float], threshold: float) -> list[str]:
+    """Reason tokens for a shot with this label (rules in the module docstring)."""
+    if label == "accepted":
+        return []  # reasons explain what pulled a shot down; a shot the model accepts needs none
+    ranked = sorted(
+        ((float(severity), name) for name, severity in attributes.items()
+         if math.isfinite(float(severity))),
         reverse=True,
     )
-    return [texts.get(name, name.replace("_", " ")) for _, name in flagged]
+    reasons: list[str] = []
+    for severity, name in ranked:
+        token = reason_token(name)
+        if severity >= threshold and token not in reasons:
+            reasons.append(token)
+    if label == "rejected" and not reasons:
+        if ranked and ranked[0][0] >= threshold / 2:
+            reasons = [reason_token(ranked[0][1])]
+        else:
+            reasons = [LOW_QUALITY]
+    return reasons
 
 
 def decide(
@@ -102,8 +184,5 @@ def decide(
 ) -> Verdict:
     resolved = thresholds.resolved(card)
     label = label_from_probabilities(probs, resolved)
-    reasons = reasons_from_attributes(attributes, card, resolved.reason_at)
-    # Reasons explain what pulled a shot down; a shot the model accepts needs none.
-    if label == "accepted":
-        reasons = []
+    reasons = reasons_for(label, attributes, resolved.reason_at)
     return Verdict(label=label, stars=stars_from_mos(mos, resolved.stars), reasons=reasons)

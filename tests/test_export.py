@@ -91,7 +91,7 @@ def test_batch_and_image_size_are_dynamic(exported):
 def test_card_has_the_contract_fields(exported):
     card_path = exported.with_suffix(".json")
     data = json.loads(card_path.read_text())
-    for key in ("name", "version", "input", "classes", "attributes", "attribute_reasons",
+    for key in ("name", "version", "input", "classes", "attributes", "reasons",
                 "mos_range", "thresholds", "training", "metrics", "sha256", "license"):
         assert key in data, key
     assert data["name"] == "iqs-test" and data["version"] == "1.2.3"
@@ -99,7 +99,13 @@ def test_card_has_the_contract_fields(exported):
                              "std": [0.5] * 3, "layout": "NCHW", "color": "RGB"}
     assert data["classes"] == ["rejected", "pending", "accepted"]
     assert data["attributes"] == ATTRIBUTES
-    assert data["attribute_reasons"]["blur"] == "blurry / motion blur"
+    # Every reason the model can give: token -> wording (iqs_cli/verdict.py's REASONS).
+    assert data["reasons"] == {
+        "blur": "blurry", "noise": "noisy", "underexposed": "underexposed",
+        "overexposed": "overexposed", "compression": "heavy JPEG artifacts",
+        "color": "poor color (cast or washed out)", "low_quality": "low overall quality",
+    }
+    assert "attribute_reasons" not in data
     assert data["thresholds"]["reason"] == 0.5 and len(data["thresholds"]["stars"]) == 4
     assert data["sha256"] == file_sha256(exported)
     assert {"data", "config", "date", "commit"} <= set(data["training"])

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from iqs_cli.card import CardError, InputSpec, image_to_tensor, load_card
 from iqs_cli.engine import EngineError, ModelSession, select_providers
-from iqs_cli.verdict import Thresholds, decide, label_from_probabilities, stars_from_mos
+from iqs_cli.verdict import (
+    LOW_QUALITY,
+    REASON_SEPARATOR,
+    REASONS,
+    Thresholds,
+    card_reasons,
+    decide,
+    label_from_probabilities,
+    reason_token,
+    reason_wording,
+    stars_from_mos,
+)
+
+REJECTED = {"rejected": 0.8, "pending": 0.1, "accepted": 0.1}
+PENDING = {"rejected": 0.1, "pending": 0.8, "accepted": 0.1}
+ACCEPTED = {"rejected": 0.0, "pending": 0.1, "accepted": 0.9}
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
 def test_stars_follow_cut_points():
@@ -34,10 +51,87 @@ def test_label_thresholds():
 def test_reasons_only_for_shots_that_are_not_accepted(tiny_model):
     card = load_card(tiny_model)
     attrs = {"blur": 0.9, "noise": 0.2, "underexposure": 0.7, "compression": 0.1}
-    bad = decide({"rejected": 0.8, "pending": 0.1, "accepted": 0.1}, 12.0, attrs, card)
-    assert bad.label == "rejected" and bad.reasons == ["blurry", "underexposed"] and bad.stars == 1
-    good = decide({"rejected": 0.0, "pending": 0.1, "accepted": 0.9}, 80.0, attrs, card)
+    bad = decide(REJECTED, 12.0, attrs, card)
+    assert bad.label == "rejected" and bad.reasons == ["blur", "underexposed"] and bad.stars == 1
+    good = decide(ACCEPTED, 80.0, attrs, card)
     assert good.label == "accepted" and good.reasons == [] and good.stars == 5
+
+
+def test_every_attribute_has_its_token():
+    expected = {"blur": "blur", "noise": "noise", "underexposure": "underexposed",
+                "overexposure": "overexposed", "compression": "compression", "color": "color",
+                "contrast": "contrast", "motion_blur": "motion_blur"}
+    assert {name: reason_token(name) for name in expected} == expected
+    assert reason_token("sharpness") == "sharpness"  # unknown: the attribute's own name
+    assert reason_token("bad; name") == "bad_name"  # never the separator
+    tokens = [token for _, token, _ in REASONS]
+    assert len(tokens) == len(set(tokens)) and LOW_QUALITY in tokens
+
+
+def test_rejected_shot_always_has_a_reason(tiny_model):
+    card = load_card(tiny_model)  # reason threshold 0.5 (the default)
+    # Nothing reaches 0.5: the strongest attribute, as it is at least half the threshold.
+    mild = {"blur": 0.1, "noise": 0.3, "underexposure": 0.25, "compression": 0.2}
+    assert decide(REJECTED, 20.0, mild, card).reasons == ["noise"]
+    assert decide(REJECTED, 20.0, {"blur": 0.2, "underexposure": 0.25}, card).reasons == ["underexposed"]
+    # Below half the threshold: no attribute explains it.
+    faint = {"blur": 0.1, "noise": 0.24, "underexposure": 0.0, "compression": 0.2}
+    assert decide(REJECTED, 20.0, faint, card).reasons == [LOW_QUALITY]
+    assert decide(REJECTED, 20.0, {}, card).reasons == [LOW_QUALITY]
+    # Pending shots keep only what passes the threshold; accepted shots get nothing.
+    assert decide(PENDING, 50.0, mild, card).reasons == []
+    assert decide(PENDING, 50.0, {**mild, "blur": 0.6}, card).reasons == ["blur"]
+    assert decide(ACCEPTED, 80.0, mild, card).reasons == []
+    # Attributes over the threshold are all named, most severe first; no fallback added.
+    strong = {"blur": 0.55, "noise": 0.3, "underexposure": 0.9, "compression": 0.0}
+    assert decide(REJECTED, 20.0, strong, card).reasons == ["underexposed", "blur"]
+    # Half of the card's (or the user's) threshold, not of 0.5.
+    assert decide(REJECTED, 20.0, mild, card, Thresholds(reason_at=0.8)).reasons == [LOW_QUALITY]
+    assert decide(REJECTED, 20.0, mild, card, Thresholds(reason_at=0.6)).reasons == ["noise"]
+    # Unknown attributes of a card name themselves.
+    assert decide(REJECTED, 20.0, {"sharpness": 0.3}, card).reasons == ["sharpness"]
+
+
+def test_card_rewords_but_never_renames(tiny_model, tmp_path):
+    plain = reason_wording(load_card(tiny_model))
+    assert plain["blur"] == "blurry" and plain["underexposed"] == "underexposed"
+    assert plain["compression"] == "heavy JPEG artifacts" and plain[LOW_QUALITY] == "low overall quality"
+    card_path = tiny_model.with_suffix(".json")
+    data = json.loads(card_path.read_text())
+    data["attributes"] = data["attributes"] + ["sharp_ness"]
+    data["attribute_reasons"] = {"blur": "out of focus", "underexposure": "too dark; murky"}
+    data["reasons"] = {"blur": "soft", "noise": "grainy"}  # newer key wins over attribute_reasons
+    copy = tmp_path / "tiny.onnx"
+    copy.write_bytes(tiny_model.read_bytes())
+    (tmp_path / "tiny.json").write_text(json.dumps(data))
+    card = load_card(copy)
+    wording = reason_wording(card)
+    assert wording["blur"] == "soft" and wording["noise"] == "grainy"
+    assert wording["underexposed"] == "too dark, murky"  # never the separator
+    assert wording["sharp_ness"] == "sharp ness" and wording["compression"] == "heavy JPEG artifacts"
+    verdict = decide(REJECTED, 10.0, {"blur": 0.9, "noise": 0.8, "underexposure": 0.7}, card)
+    assert verdict.reasons == ["blur", "noise", "underexposed"]
+
+
+def test_shipped_cards_keep_their_wording():
+    for name in ("iqs-base", "iqs-fast"):
+        card = load_card(WEIGHTS / f"{name}.onnx")
+        assert "attribute_reasons" in card.raw  # written before cards listed reason tokens
+        wording = reason_wording(card)
+        assert wording["blur"] == card.raw["attribute_reasons"]["blur"]
+        assert wording["overexposed"] == card.raw["attribute_reasons"]["overexposure"]
+        assert set(card_reasons(card.attributes)) <= set(wording)
+        verdict = decide(REJECTED, 10.0, {"overexposure": 0.9, "color": 0.6}, card)
+        assert verdict.reasons == ["overexposed", "color"]
+
+
+def test_no_token_or_wording_holds_the_separator():
+    mark = REASON_SEPARATOR.strip()
+    assert mark
+    texts = [text for _, token, wording in REASONS for text in (token, wording)]
+    for name in ("iqs-base", "iqs-fast"):
+        texts += [t for pair in reason_wording(load_card(WEIGHTS / f"{name}.onnx")).items() for t in pair]
+    assert texts and not [text for text in texts if mark in text]
 
 
 def test_providers():

