@@ -21,7 +21,7 @@ from iqs_cli.discover import discover, discover_files, paths_from_stdin
 from iqs_cli.engine import EngineError, ModelSession
 from iqs_cli.report import FORMATS, ResultWriter, console_for, display_path, open_output, summary_line
 from iqs_cli.result import ShotResult
-from iqs_cli.scoring import Scorer
+from iqs_cli.scoring import FOCUS_MODES, Scorer
 from iqs_cli.verdict import Thresholds, reason_wording
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -68,6 +68,7 @@ AcceptAtOpt = typer.Option(None, "--accept-at", min=0.0, max=1.0, help="Accept o
 SidecarOpt = typer.Option("digikam", "--sidecar-name", help="digikam: photo.ext.xmp (digiKam, darktable); lightroom: photo.xmp.")
 InFileOpt = typer.Option(False, "--in-file", help="Write XMP into JPEG/TIFF/PNG/WebP files themselves (never into RAW files).")
 ColorOpt = typer.Option(False, "--color-labels", help="Also set color labels: rejected red, pending yellow, accepted green.")
+FocusOpt = typer.Option("rejected", "--focus-check", help="Second look at about twice the input scale, on the sharpest region: at shots the whole view would reject (rejected: not blurry if some part is in focus), at every shot (all: also catches missed focus, about half the speed), or off.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace pick labels and ratings a person set (kept by default).")
 
 
@@ -145,16 +146,19 @@ def _open_session(model: Optional[str], device: str) -> ModelSession:
 
 
 def run_scoring(paths: list[str], *, model, device, batch_size, workers, recursive, no_cache,
-                quiet, reject_at, accept_at, on_result=None, skip_dirs=()) -> ScoringRun:
+                quiet, reject_at, accept_at, focus_check="rejected", on_result=None,
+                skip_dirs=()) -> ScoringRun:
     if not paths:
         fail_usage("give at least one folder or photo, or - to read paths from stdin")
+    if focus_check not in FOCUS_MODES:
+        fail_usage(f"unknown --focus-check {focus_check!r}; use one of {', '.join(FOCUS_MODES)}")
     session = _open_session(model, device)
     entries = _entries(paths, recursive, list(skip_dirs))
     cache = None if no_cache else ResultCache(model_sha256=session.sha256)
     if cache is not None and cache.warning:
         stderr.print(f"[yellow]warning:[/] {cache.warning}")
     scorer = Scorer(session, Thresholds(reject_at=reject_at, accept_at=accept_at), cache,
-                    batch_size=batch_size, workers=workers)
+                    batch_size=batch_size, workers=workers, focus=focus_check)
     results: list[ShotResult] = []
     started = time.perf_counter()
     progress = Progress(
@@ -212,6 +216,7 @@ def score(
     quiet: bool = QuietOpt,
     reject_at: Optional[float] = RejectAtOpt,
     accept_at: Optional[float] = AcceptAtOpt,
+    focus_check: str = FocusOpt,
     write_xmp: bool = typer.Option(False, "--write-xmp", help="Also write pick labels and ratings as XMP (see `iqs cull` for moving and undo)."),
     sidecar_name: str = SidecarOpt,
     in_file: bool = InFileOpt,
@@ -234,7 +239,7 @@ def score(
         run = run_scoring(
             paths or [], model=model, device=device, batch_size=batch_size, workers=workers,
             recursive=recursive, no_cache=no_cache, quiet=quiet, reject_at=reject_at,
-            accept_at=accept_at, on_result=on_result,
+            accept_at=accept_at, focus_check=focus_check, on_result=on_result,
         )
         writer.close(console_for(stream) if fmt == "table" else None, run.wording)
     except BaseException:
@@ -267,6 +272,7 @@ def cull_command(
     quiet: bool = QuietOpt,
     reject_at: Optional[float] = RejectAtOpt,
     accept_at: Optional[float] = AcceptAtOpt,
+    focus_check: str = FocusOpt,
     sidecar_name: str = SidecarOpt,
     in_file: bool = InFileOpt,
     color_labels: bool = ColorOpt,
@@ -287,7 +293,8 @@ def cull_command(
         fail_usage(str(exc))
     run = run_scoring([str(folder)], model=model, device=device, batch_size=batch_size,
                       workers=workers, recursive=recursive, no_cache=no_cache, quiet=quiet,
-                      reject_at=reject_at, accept_at=accept_at, skip_dirs=[dest])
+                      reject_at=reject_at, accept_at=accept_at, focus_check=focus_check,
+                      skip_dirs=[dest])
     scored = [r for r in run.results if r.ok]
     out = Console(highlight=False)
     _print_summary(run, quiet)

@@ -20,8 +20,13 @@ from iqs_cli.card import image_to_tensor
 from iqs_cli.decode import DecodeError, load_rgb, os_error_message
 from iqs_cli.discover import DiscoveryError, Shot
 from iqs_cli.engine import ModelSession, outputs_row
+from iqs_cli.focus import focus_tensor
 from iqs_cli.result import ShotResult
 from iqs_cli.verdict import Thresholds, decide
+
+# When to take the second, larger look (iqs_cli/focus.py): at shots the whole view would
+# reject (the default: costs time only for those), at every shot, or never.
+FOCUS_MODES = ("rejected", "all", "off")
 
 
 @dataclass
@@ -44,13 +49,17 @@ def _describe_exception(exc: BaseException) -> str:
 class Scorer:
     def __init__(self, session: ModelSession, thresholds: Thresholds = Thresholds(),
                  cache: ResultCache | None = None, batch_size: int = 16,
-                 workers: int | None = None):
+                 workers: int | None = None, focus: str = "rejected"):
+        if focus not in FOCUS_MODES:
+            raise ValueError(f"focus must be one of {', '.join(FOCUS_MODES)}, got {focus!r}")
         self.session = session
         self.card = session.card
         self.thresholds = thresholds
         self.cache = cache
         self.batch_size = max(1, batch_size)
         self.workers = max(1, workers or (os.cpu_count() or 1))
+        self.focus = focus
+        self._pool: ThreadPoolExecutor | None = None
 
     def _decode(self, path: str) -> np.ndarray:
         image = load_rgb(path, self.card.input.decode_min_side)
@@ -106,17 +115,59 @@ class Scorer:
                 fresh.append((item.key, item.outputs))
             for item in group:
                 item.tensor = None
+        fresh += self._look_closer(items)
         if self.cache is not None:
-            self.cache.put_many(fresh)
+            self.cache.put_many(list(dict(fresh).items()))
         for item in items:
             if item.outputs is not None and item.result.error is None:
                 self._apply(item.result, item.outputs)
         return [item.result for item in items]
 
+    def _needs_focus(self, item: _Item) -> bool:
+        if self.focus == "off" or item.outputs is None or item.result.error is not None:
+            return False
+        if "focus" in item.outputs:  # known, from this run or the cache (None: no larger view)
+            return False
+        if self.focus == "all":
+            return True
+        first = decide(item.outputs["probabilities"], item.outputs["mos"],
+                       item.outputs.get("attributes", {}), self.card, self.thresholds)
+        return first.label == "rejected"
+
+    def _look_closer(self, items: list[_Item]) -> list[tuple[FileKey, dict]]:
+        """The second look (iqs_cli/focus.py) for the shots that need it; returns the cache
+        entries it changed. A failure here never fails the shot: the whole view stands."""
+        wanted = [item for item in items if self._needs_focus(item)]
+        if not wanted:
+            return []
+        spec = self.card.input
+        futures = [self._pool.submit(focus_tensor, item.result.path, spec) for item in wanted]
+        ready: list[tuple[_Item, np.ndarray]] = []
+        for item, future in zip(wanted, futures):
+            try:
+                tensor = future.result()
+            except Exception:  # noqa: BLE001 - decoded once already; the whole view stands
+                tensor = None
+            item.outputs["focus"] = None
+            if tensor is not None:
+                ready.append((item, tensor))
+        if ready:
+            try:
+                outputs = self.session.infer(np.stack([tensor for _, tensor in ready]))
+            except Exception:  # noqa: BLE001 - as above
+                outputs = None
+            for index, (item, _) in enumerate(ready):
+                if outputs is not None:
+                    row = outputs_row(outputs, index, self.card)
+                    item.outputs["focus"] = {k: row[k] for k in ("probabilities", "attributes")}
+        return [(item.key, item.outputs) for item in wanted if item.key is not None]
+
     def _apply(self, result: ShotResult, outputs: dict) -> None:
         verdict = decide(
             outputs["probabilities"], outputs["mos"], outputs.get("attributes", {}),
             self.card, self.thresholds,
+            focus=outputs.get("focus") if self.focus != "off" else None,
+            focus_can_reject=self.focus == "all",
         )
         result.probabilities = outputs["probabilities"]
         result.mos = outputs["mos"]
@@ -127,6 +178,7 @@ class Scorer:
               on_result: Callable[[ShotResult], None] | None = None) -> Iterator[ShotResult]:
         stream = iter(entries)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="iqs-decode") as pool:
+            self._pool = pool
             previous: list[_Item] | None = None
             while True:
                 chunk = list(islice(stream, self.batch_size))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -175,14 +175,55 @@ def reasons_for(label: str, attributes: dict[str, float], threshold: float) -> l
     return reasons
 
 
+# Attributes a sharp region elsewhere in the frame can overrule (iqs_cli/focus.py).
+BLUR_ATTRIBUTES = ("blur", "motion_blur")
+
+
+def in_focus(focus: dict, thresholds: Thresholds) -> bool:
+    """The second look's window (the sharpest region at a larger scale) is sharp: not rejected,
+    and no blur attribute at the reason threshold."""
+    if label_from_probabilities(focus["probabilities"], thresholds) == "rejected":
+        return False
+    severities = focus.get("attributes") or {}
+    return all(severities.get(name, 0.0) < thresholds.reason_at for name in BLUR_ATTRIBUTES)
+
+
+def _second_look(label: str, probs: dict[str, float], attributes: dict[str, float], focus: dict,
+                 thresholds: Thresholds, can_reject: bool) -> tuple[str, dict[str, float]]:
+    """(label, attributes) once the second look is known. A frame is blurry only when no part
+    of it is in focus: a rejection whose only named defect is blur (or none) is overruled when
+    the sharpest window is in focus; with `can_reject`, a frame whose sharpest window is
+    blurry and rejected is rejected for blur (missed focus the whole view cannot see)."""
+    sharp = in_focus(focus, thresholds)
+    if label == "rejected" and sharp:
+        other = any(severity >= thresholds.reason_at for name, severity in attributes.items()
+                    if name not in BLUR_ATTRIBUTES)
+        if not other:
+            kept = label_from_probabilities(probs, replace(thresholds, reject_at=math.inf))
+            return kept, {name: (0.0 if name in BLUR_ATTRIBUTES else severity)
+                          for name, severity in attributes.items()}
+    window = focus.get("attributes") or {}
+    if (can_reject and label != "rejected" and not sharp
+            and label_from_probabilities(focus["probabilities"], thresholds) == "rejected"
+            and window.get("blur", 0.0) >= thresholds.reason_at):
+        return "rejected", {**attributes, "blur": max(attributes.get("blur", 0.0), window["blur"])}
+    return label, attributes
+
+
 def decide(
     probs: dict[str, float],
     mos: float,
     attributes: dict[str, float],
     card: ModelCard,
     thresholds: Thresholds = Thresholds(),
+    focus: dict | None = None,
+    focus_can_reject: bool = False,
 ) -> Verdict:
+    """`focus`: the model's outputs (probabilities, attributes) on the sharpest window at a
+    larger scale (iqs_cli/focus.py), when that second look was taken; see `_second_look`."""
     resolved = thresholds.resolved(card)
     label = label_from_probabilities(probs, resolved)
+    if focus is not None:
+        label, attributes = _second_look(label, probs, attributes, focus, resolved, focus_can_reject)
     reasons = reasons_for(label, attributes, resolved.reason_at)
     return Verdict(label=label, stars=stars_from_mos(mos, resolved.stars), reasons=reasons)

@@ -18,7 +18,10 @@ from onnx import TensorProto, helper, numpy_helper
 ATTRIBUTES = ["blur", "noise", "underexposure", "compression"]
 
 
-def build_tiny_model(folder: Path, name: str = "tiny", size: int = 32, version: str = "0.0.1") -> Path:
+def build_tiny_model(folder: Path, name: str = "tiny", size: int = 32, version: str = "0.0.1",
+                     attributes: list[str] = ATTRIBUTES) -> Path:
+    """Write NAME.onnx and its card into `folder`; `attributes` names the severities (all the
+    same function of darkness)."""
     folder.mkdir(parents=True, exist_ok=True)
     # Mean brightness after normalization lies in [-1, 1].
     inits = [
@@ -29,7 +32,7 @@ def build_tiny_model(folder: Path, name: str = "tiny", size: int = 32, version: 
         numpy_helper.from_array(np.array([3.0], np.float32), "k_mos"),
         numpy_helper.from_array(np.array([100.0], np.float32), "hundred"),
         numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-        numpy_helper.from_array(np.full((1, len(ATTRIBUTES)), -3.0, np.float32), "w_attr"),
+        numpy_helper.from_array(np.full((1, len(attributes)), -3.0, np.float32), "w_attr"),
     ]
     nodes = [
         helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
@@ -51,7 +54,7 @@ def build_tiny_model(folder: Path, name: str = "tiny", size: int = 32, version: 
         [
             helper.make_tensor_value_info("class_logits", TensorProto.FLOAT, ["N", 3]),
             helper.make_tensor_value_info("mos", TensorProto.FLOAT, ["N"]),
-            helper.make_tensor_value_info("attributes", TensorProto.FLOAT, ["N", len(ATTRIBUTES)]),
+            helper.make_tensor_value_info("attributes", TensorProto.FLOAT, ["N", len(attributes)]),
         ],
         inits,
     )
@@ -68,7 +71,7 @@ def build_tiny_model(folder: Path, name: str = "tiny", size: int = 32, version: 
         "input": {"size": size, "resize": "squash", "crop": "none", "mean": [0.5] * 3,
                   "std": [0.5] * 3, "layout": "NCHW", "color": "RGB"},
         "classes": ["rejected", "pending", "accepted"],
-        "attributes": ATTRIBUTES,
+        "attributes": list(attributes),
         "mos_range": [0, 100],
         "thresholds": {"stars": [30, 45, 60, 72]},
         "training": {"data": "none (test model)"},
