@@ -5,7 +5,9 @@ and measures, on the same files, in separate processes so peak memory is each on
   (a) decode only, JPEG draft mode to the model's input size: the floor of any pipeline;
   (b) `iqs score` end to end, cold cache;
   (c) a naive pipeline: full decode, resize, one image per inference call.
-(b) also runs on half the files, to show whether peak memory grows with the number of photos.
+(b) also runs on half the files, to show whether peak memory grows with the number of photos,
+and, with --focus-modes, once per `--focus-check` mode (the second look at the sharpest region
+costs a larger decode and a second inference for each shot it looks at: `all` is the bound).
 
     python bench/throughput.py --count 200 --out bench/out [--model weights/iqs-base.onnx]
 """
@@ -82,11 +84,13 @@ def child(mode: str, folder: Path, model: str | None, report_path: Path) -> None
 
         with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
             list(pool.map(work, files))
-    elif mode == "score":
+    elif mode.startswith("score"):
         from iqs_cli.cli import app
 
+        focus = mode.partition(":")[2]  # "score:all" -> --focus-check all
         argv = ["score", str(folder), "--no-cache", "--format", "jsonl", "--quiet",
-                "--output", os.devnull] + (["--model", model] if model else [])
+                "--output", os.devnull] + (["--model", model] if model else []) + (
+                    ["--focus-check", focus] if focus else [])
         try:
             app(argv, standalone_mode=False)
         except SystemExit as exc:  # typer.Exit may surface as SystemExit
@@ -117,6 +121,7 @@ def main() -> None:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-report", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--focus-modes", default="", help="comma-separated --focus-check modes to time too (off,rejected,all)")
     args = parser.parse_args()
     if args.child:
         child(args.child, args.folder, args.model, args.child_report)
@@ -136,6 +141,8 @@ def main() -> None:
     rows = {"decode": run_child("decode", folder, args.model),
             "score_half": run_child("score", half, args.model),
             "score": run_child("score", folder, args.model)}
+    for focus in filter(None, args.focus_modes.split(",")):
+        rows[f"score_focus_{focus}"] = run_child(f"score:{focus}", folder, args.model)
     if not args.skip_naive:
         rows["naive"] = run_child("naive", folder, args.model)
     n = len(files)

@@ -168,52 +168,76 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
     }
 
 
+def _score_paths(card, paths: list[Path], focus: str = "rejected") -> list:
+    """ShotResults exactly as `iqs score` makes them (second look included, unless focus="off")."""
+    from iqs_cli.discover import Shot
+    from iqs_cli.scoring import Scorer
+
+    scorer = Scorer(_session(card, "cpu"), focus=focus, batch_size=8)
+    return list(scorer.score(Shot(Path(p), [Path(p)]) for p in paths))
+
+
+def _score_images(card, images: list[Image.Image], folder: Path, stem: str) -> list:
+    """Save `images` losslessly into `folder` and score them as files (see _score_paths)."""
+    paths = []
+    for index, image in enumerate(images):
+        path = folder / f"{stem}-{index:03d}.png"
+        image.save(path, compress_level=1)
+        paths.append(path)
+    return _score_paths(card, paths)
+
+
 def whole_photo_report(model: Path, references: list[Path]) -> dict:
-    """Whole photos the way `iqs score` sees them (squashed to the input): every pristine
-    reference as it is (held out of training or not), and the held-out ones with each severe
-    (level 5) distortion of MUST_REJECT applied to the whole photo at the model's scale."""
+    """Whole photos scored as `iqs score` scores them (squashed to the input, plus the second
+    look at the sharpest region for shots the whole view would reject): every pristine reference
+    as it is (held out of training or not), the held-out ones with each severe (level 5)
+    distortion of MUST_REJECT applied at the model's scale, and everyday edits of all of them
+    at their own resolution."""
+    import tempfile
+
     card = load_card(model)
     size = card.input.size
-    session = _session(card, "cpu")
     held_out = {p.resolve() for p in references}
     pristine = sorted(references[0].parent.glob("*.jpg")) if references else []
-    images = [load_rgb(p, card.input.decode_min_side) for p in pristine]
-    probs, mos = _run(session, [image_to_tensor(im, card.input) for im in images])
-    labels = _labels(card, probs)
-    photos = {p.name: {"label": CLASSES[int(lab)], "mos": round(float(m), 1),
-                       "held_out": p.resolve() in held_out}
-              for p, lab, m in zip(pristine, labels, mos)}
+    results = _score_paths(card, pristine)
+    whole_view = _score_paths(card, pristine, focus="off")
+    photos = {p.name: {"label": r.label, "mos": round(float(r.mos), 1), "reasons": r.reasons,
+                       "label_whole_view_only": w.label, "held_out": p.resolve() in held_out}
+              for p, r, w in zip(pristine, results, whole_view)}
+    images = [load_rgb(p, 0) for p in pristine]
     rng = np.random.default_rng(1)
-    severe = {}
-    for kind in MUST_REJECT:
-        tensors = []
-        for path, image in zip(pristine, images):
-            if path.resolve() not in held_out:
-                continue
-            scale = round(size * 9 / 8) / min(image.size)
-            scaled = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
-            distorted = synth.distort(np.asarray(scaled), kind, 5, rng)
-            tensors.append(image_to_tensor(Image.fromarray(distorted), card.input))
-        kind_probs, _ = _run(session, tensors)
-        severe[kind] = round(float((_labels(card, kind_probs) == 0).mean()), 4)
-    # Defects as anyone would make them on a whole photo, independent of synthetic.py's levels.
-    edits = {
-        "darkened_to_15_percent": lambda im: Image.fromarray((np.asarray(im, np.float32) * 0.15).astype(np.uint8)),
-        "gaussian_noise_sigma_40": lambda im: Image.fromarray(np.clip(
-            np.asarray(im, np.float32) + rng.normal(0, 40, (im.height, im.width, 3)), 0, 255).astype(np.uint8)),
-        "jpeg_quality_5": lambda im: _jpeg_round_trip(im, 5),
-        "blur_1_percent_of_width": lambda im: im.filter(ImageFilter.GaussianBlur(im.width / 100)),
-    }
-    everyday = {}
-    for name, edit in edits.items():
-        edit_probs, _ = _run(session, [image_to_tensor(edit(im), card.input) for im in images])
-        everyday[name] = f"{int((_labels(card, edit_probs) == 0).sum())}/{len(images)}"
+    severe, everyday = {}, {}
+    with tempfile.TemporaryDirectory(prefix="iqs-report-") as tmp:
+        folder = Path(tmp)
+        for kind in MUST_REJECT:
+            distorted = []
+            for path, image in zip(pristine, images):
+                if path.resolve() not in held_out:
+                    continue
+                scale = round(size * 9 / 8) / min(image.size)
+                scaled = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+                distorted.append(Image.fromarray(synth.distort(np.asarray(scaled), kind, 5, rng)))
+            kind_results = _score_images(card, distorted, folder, kind)
+            severe[kind] = round(float(np.mean([r.label == "rejected" for r in kind_results])), 4)
+        # Defects as anyone would make them on a whole photo, independent of synthetic.py's levels.
+        edits = {
+            "darkened_to_15_percent": lambda im: Image.fromarray((np.asarray(im, np.float32) * 0.15).astype(np.uint8)),
+            "gaussian_noise_sigma_40": lambda im: Image.fromarray(np.clip(
+                np.asarray(im, np.float32) + rng.normal(0, 40, (im.height, im.width, 3)), 0, 255).astype(np.uint8)),
+            "jpeg_quality_5": lambda im: _jpeg_round_trip(im, 5),
+            "blur_1_percent_of_width": lambda im: im.filter(ImageFilter.GaussianBlur(im.width / 100)),
+        }
+        for name, edit in edits.items():
+            edit_results = _score_images(card, [edit(im) for im in images], folder, name)
+            everyday[name] = f"{sum(r.label == 'rejected' for r in edit_results)}/{len(images)}"
+            everyday[f"{name}_pending"] = f"{sum(r.label == 'pending' for r in edit_results)}/{len(images)}"
     held = [v for v in photos.values() if v["held_out"]]
     return {
         "photos": photos,
         "held_out_rejected": sum(v["label"] == "rejected" for v in held),
         "training_references_rejected": sum(v["label"] == "rejected" for v in photos.values()
                                             if not v["held_out"]),
+        "rejected_without_reason": sum(1 for r in results if r.label == "rejected" and not r.reasons),
         "held_out_level5_rejected": severe,
         "all_pristine_edited_rejected": everyday,
     }
