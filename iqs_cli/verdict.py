@@ -11,7 +11,12 @@ Which shots get which reasons (`reasons_for`):
 - pending: every attribute (defect severity, 0 none .. 1 severe) at or above the reason
   threshold (the card's `thresholds.reason`, 0.5 by default), most severe first; maybe none;
 - rejected: the same, and never none: when no attribute reaches the threshold, the strongest
-  attribute when its severity is at least half the threshold, else `low_quality`.
+  attribute when its severity is at least half the threshold, else `low_quality` (the MOS is
+  then below the 3-star cut: see `_coherent`).
+
+Which label (`decide`): the class head with the card's `reject_at` (`label_from_probabilities`),
+made coherent with the MOS and the defect severities (`_coherent`), then, when the second look
+at the sharpest region was taken, `_second_look`.
 """
 
 from __future__ import annotations
@@ -175,6 +180,38 @@ def reasons_for(label: str, attributes: dict[str, float], threshold: float) -> l
     return reasons
 
 
+# A defect severity at or above this is not in doubt (a frame darkened to 15 %, a smear).
+SEVERE_DEFECT = 0.9
+
+
+def _coherent(label: str, probs: dict[str, float], mos: float, attributes: dict[str, float],
+              thresholds: Thresholds) -> str:
+    """Make the class head, the MOS head and the defect severities tell one story (each head
+    is a separate linear fit and can stray where the others do not):
+
+    - a rejection that names no defect (no severity reaches half the reason threshold) stands
+      only when the MOS agrees, below the 3-star cut: a photo the MOS head rates fair and the
+      attribute heads find no fault with is not thrown away (the likelier of pending and
+      accepted instead);
+    - a shot whose likeliest class is "rejected" and that has a severe defect (SEVERE_DEFECT)
+      is rejected even below reject_at;
+    - a shot with a defect at the reason threshold is never accepted, at most pending.
+    A model without attributes is left as its class head says."""
+    if not attributes:
+        return label
+    worst = max(float(v) for v in attributes.values())
+    if label == "rejected":
+        fair = len(thresholds.stars) > 1 and mos >= thresholds.stars[1]
+        if worst >= thresholds.reason_at / 2 or not fair:
+            return label
+        label = label_from_probabilities(probs, replace(thresholds, reject_at=math.inf))
+    elif worst >= SEVERE_DEFECT and max(CLASSES, key=lambda name: probs[name]) == "rejected":
+        return "rejected"
+    if label == "accepted" and worst >= thresholds.reason_at:
+        return "pending"
+    return label
+
+
 # Attributes a sharp region elsewhere in the frame can overrule (iqs_cli/focus.py).
 BLUR_ATTRIBUTES = ("blur", "motion_blur")
 
@@ -222,7 +259,7 @@ def decide(
     """`focus`: the model's outputs (probabilities, attributes) on the sharpest window at a
     larger scale (iqs_cli/focus.py), when that second look was taken; see `_second_look`."""
     resolved = thresholds.resolved(card)
-    label = label_from_probabilities(probs, resolved)
+    label = _coherent(label_from_probabilities(probs, resolved), probs, mos, attributes, resolved)
     if focus is not None:
         label, attributes = _second_look(label, probs, attributes, focus, resolved, focus_can_reject)
     reasons = reasons_for(label, attributes, resolved.reason_at)

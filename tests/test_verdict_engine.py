@@ -53,8 +53,40 @@ def test_reasons_only_for_shots_that_are_not_accepted(tiny_model):
     attrs = {"blur": 0.9, "noise": 0.2, "underexposure": 0.7, "compression": 0.1}
     bad = decide(REJECTED, 12.0, attrs, card)
     assert bad.label == "rejected" and bad.reasons == ["blur", "underexposed"] and bad.stars == 1
-    good = decide(ACCEPTED, 80.0, attrs, card)
+    good = decide(ACCEPTED, 80.0, {"blur": 0.3, "noise": 0.2}, card)
     assert good.label == "accepted" and good.reasons == [] and good.stars == 5
+
+
+def test_a_named_defect_keeps_a_shot_from_accepted(tiny_model):
+    card = load_card(tiny_model)
+    attrs = {"blur": 0.9, "noise": 0.2, "underexposure": 0.7, "compression": 0.1}
+    flawed = decide(ACCEPTED, 80.0, attrs, card)
+    assert flawed.label == "pending" and flawed.reasons == ["blur", "underexposed"]
+
+
+def test_a_rejection_without_a_defect_needs_a_low_mos(tiny_model):
+    card = load_card(tiny_model)  # stars [30, 45, 60, 72]: the 3-star cut is 45
+    t = Thresholds(reject_at=0.6)
+    head = {"rejected": 0.79, "pending": 0.01, "accepted": 0.20}
+    clean = {"blur": 0.03, "noise": 0.04, "underexposure": 0.0, "compression": 0.01}
+    fair = decide(head, 63.7, clean, card, t)
+    assert fair.label == "accepted" and fair.reasons == []
+    poor = decide(head, 30.0, clean, card, t)
+    assert poor.label == "rejected" and poor.reasons == ["low_quality"]
+    named = decide(head, 63.7, {**clean, "noise": 0.3}, card, t)  # half the reason threshold
+    assert named.label == "rejected" and named.reasons == ["noise"]
+
+
+def test_a_severe_defect_rejects_below_reject_at(tiny_model):
+    card = load_card(tiny_model)
+    t = Thresholds(reject_at=0.6)
+    head = {"rejected": 0.56, "pending": 0.01, "accepted": 0.43}
+    dark = {"blur": 0.09, "noise": 0.0, "underexposure": 0.95, "compression": 0.0}
+    verdict = decide(head, 40.0, dark, card, t)
+    assert verdict.label == "rejected" and verdict.reasons == ["underexposed"]
+    # Not the likeliest class: the doubt stays with the photographer (pending, not accepted).
+    doubtful = decide({"rejected": 0.40, "pending": 0.15, "accepted": 0.45}, 40.0, dark, card, t)
+    assert doubtful.label == "pending"
 
 
 def test_every_attribute_has_its_token():
@@ -113,13 +145,14 @@ def test_card_rewords_but_never_renames(tiny_model, tmp_path):
     assert verdict.reasons == ["blur", "noise", "underexposed"]
 
 
-def test_shipped_cards_keep_their_wording():
+def test_shipped_cards_word_their_reasons():
     for name in ("iqs-base", "iqs-fast"):
         card = load_card(WEIGHTS / f"{name}.onnx")
-        assert "attribute_reasons" in card.raw  # written before cards listed reason tokens
         wording = reason_wording(card)
-        assert wording["blur"] == card.raw["attribute_reasons"]["blur"]
-        assert wording["overexposed"] == card.raw["attribute_reasons"]["overexposure"]
+        # Cards from `iqs export` list tokens (`reasons`); older ones worded attributes.
+        listed = card.raw.get("reasons") or {
+            reason_token(attribute): text for attribute, text in card.raw["attribute_reasons"].items()}
+        assert listed and all(wording[token] == text for token, text in listed.items())
         assert set(card_reasons(card.attributes)) <= set(wording)
         verdict = decide(REJECTED, 10.0, {"overexposure": 0.9, "color": 0.6}, card)
         assert verdict.reasons == ["overexposed", "color"]

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ from PIL import Image, ImageFilter
 
 from iqs_cli.card import CLASSES, image_to_tensor, load_card
 from iqs_cli.decode import load_rgb
-from iqs_cli.engine import ModelSession
-from iqs_cli.verdict import Thresholds, label_from_probabilities
+from iqs_cli.engine import ModelSession, outputs_row
+from iqs_cli.verdict import decide
 from training import commands
 from training.datasets import synthetic as synth
 from training.metrics import mos_metrics, srcc
@@ -59,19 +60,28 @@ def _session(card, device: str) -> ModelSession:
     return ModelSession(card, device=device)  # exactly what `iqs score` runs
 
 
-def _labels(card, probs: np.ndarray) -> np.ndarray:
-    """Class index per row, decided as `iqs score` decides (the card's thresholds)."""
-    thresholds = Thresholds().resolved(card)
-    return np.array([CLASSES.index(label_from_probabilities(dict(zip(CLASSES, row)), thresholds))
-                     for row in probs], dtype=np.int64)
+def _labels(card, outputs: "Outputs") -> np.ndarray:
+    """Class index per row, decided as `iqs score` decides (iqs_cli.verdict.decide: the card's
+    thresholds, made coherent with the MOS and the defect severities)."""
+    return np.array([CLASSES.index(decide(dict(zip(CLASSES, p)), float(m), a, card).label)
+                     for p, m, a in zip(outputs.probs, outputs.mos, outputs.attributes)], dtype=np.int64)
 
 
-def _run(session: ModelSession, tensors: list[np.ndarray], batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities [N, 3], MOS [N]) in batches."""
-    outputs = [session.infer(np.stack(tensors[start:start + batch]))
-               for start in range(0, len(tensors), batch)]
-    return (np.concatenate([o.probabilities for o in outputs]),
-            np.concatenate([o.mos for o in outputs]))
+@dataclass
+class Outputs:
+    probs: np.ndarray  # [N, 3]
+    mos: np.ndarray  # [N]
+    attributes: list[dict]  # per row: attribute -> severity
+
+
+def _run(session: ModelSession, tensors: list[np.ndarray], batch: int = 16) -> Outputs:
+    """The model's outputs on `tensors`, in batches."""
+    rows = []
+    for start in range(0, len(tensors), batch):
+        out = session.infer(np.stack(tensors[start:start + batch]))
+        rows += [outputs_row(out, i, session.card) for i in range(len(out.mos))]
+    return Outputs(np.array([[r["probabilities"][c] for c in CLASSES] for r in rows]),
+                   np.array([r["mos"] for r in rows]), [r["attributes"] for r in rows])
 
 
 def clive_report(model: Path, config: Path, data_root: Path) -> tuple[dict, list]:
@@ -85,8 +95,7 @@ def digikam_figures(model: Path, records) -> dict:
     card = load_card(model)
     session = _session(card, "cpu")
     tensors = [image_to_tensor(load_rgb(r.path, card.input.decode_min_side), card.input) for r in records]
-    probs, pred_mos = _run(session, tensors)
-    labels = _labels(card, probs)
+    labels = _labels(card, _run(session, tensors))
     mos = np.array([r.mos for r in records])
     worst = mos <= np.quantile(mos, 0.2)
     best = mos >= np.quantile(mos, 0.8)
@@ -134,7 +143,8 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
             left = int(rng.integers(0, image.width - size + 1))
             top = int(rng.integers(0, image.height - size + 1))
             crops.append(np.asarray(image.crop((left, top, left + size, top + size))))
-    ref_probs, ref_mos = _run(session, [image_to_tensor(Image.fromarray(c), card.input) for c in crops])
+    ref = _run(session, [image_to_tensor(Image.fromarray(c), card.input) for c in crops])
+    ref_mos = ref.mos
     per_type = {}
     for kind in synth.DISTORTIONS:
         levels, tensors = [], []
@@ -143,11 +153,12 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
                 distorted = synth.distort(crop, kind, level, rng)
                 tensors.append(image_to_tensor(Image.fromarray(distorted), card.input))
                 levels.append(level)
-        probs, mos = _run(session, tensors)
+        out = _run(session, tensors)
+        mos = out.mos
         levels = np.array(levels)
         all_levels = np.concatenate([np.zeros(len(crops)), levels])
         all_mos = np.concatenate([ref_mos, mos])
-        labels = _labels(card, probs)
+        labels = _labels(card, out)
         per_type[kind] = {
             "srcc_mos_vs_level": round(-srcc(all_mos, all_levels), 4),
             "mean_mos_by_level": [round(float(ref_mos.mean()), 1)]
@@ -155,7 +166,7 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
             "rejected_at_level": [round(float((labels[levels == lv] == 0).mean()), 3) for lv in synth.LEVELS],
         }
     severe = [per_type[k]["rejected_at_level"][4] for k in MUST_REJECT]
-    ref_labels = _labels(card, ref_probs)
+    ref_labels = _labels(card, ref)
     return {
         "references": [p.name for p in references],
         "crops": len(crops),
