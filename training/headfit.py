@@ -145,12 +145,85 @@ def _normalized(model, pooled: np.ndarray) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
-def fit_heads(model, record_store, views: int, synth_store, group_size: int, options: dict,
-              seed: int) -> dict:
-    """Replace the heads of `model` (frozen backbone, linear heads) by regularized fits."""
+def synthetic_rows(synth_store, group_size: int, offset: int, options: dict):
+    """(groups, mos, labels, attributes) of the synthetic rows as the heads are fit on them:
+    groups numbered from `offset`, classes only at options["class_levels"] when given."""
+    source = synth_store.targets["source"].numpy()
+    if (source >= 0).all():
+        # Every crop of one reference photo in one fold: the out-of-fold figures (and the
+        # penalties) then speak for photos the heads have not seen, as at run time.
+        groups = offset + source
+    else:
+        groups = offset + np.arange(len(synth_store)) // group_size
+    labels = synth_store.targets["label"].numpy().copy()
+    if options.get("class_levels") is not None:
+        # Mild distortions (level 1-3) next to their reference are a coin toss between
+        # "accepted" and "pending"; learning classes only from clean references and
+        # severe levels keeps the head from rejecting clean photos it has not seen.
+        levels = synth_store.targets["level"].numpy()
+        labels[~np.isin(levels, options["class_levels"])] = -1
+    return (groups, synth_store.targets["mos"].numpy(), labels,
+            synth_store.targets["attributes"].numpy())
+
+
+def fit_arrays(z: np.ndarray, groups: np.ndarray, mos: np.ndarray, labels: np.ndarray,
+               attrs: np.ndarray | None, options: dict, seed: int,
+               span: tuple[float, float] = (0.0, 100.0)) -> tuple[dict, dict]:
+    """The head fits on normalized features `z` [M, D] (rows of one group share a fold):
+    ({"mos" | "classes" | "attributes": fit with "weight" [D, K] and "bias"}, report). A head
+    is left out when its rows are too few; attrs None: no attribute head."""
+    folds = int(options.get("folds", 5))
+    fits, report = {}, {}
+    has_mos = np.isfinite(mos)
+    if has_mos.sum() >= 2 * folds:
+        fit = fit_mos(z[has_mos], mos[has_mos], groups[has_mos],
+                      options.get("mos_lambdas", DEFAULT_MOS_LAMBDAS), folds, seed, span)
+        fits["mos"] = fit
+        report["mos"] = {"lambda": fit["lambda"], "cv_srcc": fit["cv_srcc"], "rows": int(has_mos.sum())}
+    has_label = labels >= 0
+    if len(np.unique(labels[has_label])) == 3:
+        fit = _logistic_cv(z[has_label], labels[has_label], groups[has_label],
+                           options.get("class_lambdas", DEFAULT_LOGISTIC_LAMBDAS), folds, seed, True)
+        fits["classes"] = fit
+        report["classes"] = {"lambda": fit["lambda"], "cv_loss": fit["cv_loss"], "rows": int(has_label.sum())}
+        if options.get("max_false_reject") is not None:
+            report["classes"].update(choose_reject_at(fit["oof"], labels[has_label],
+                                                      float(options["max_false_reject"])))
+    if attrs is not None:
+        has_attr = np.isfinite(attrs).all(1)
+        if has_attr.sum() >= 2 * folds:
+            fit = _logistic_cv(z[has_attr], attrs[has_attr].astype(np.float64), groups[has_attr],
+                               options.get("attribute_lambdas", DEFAULT_LOGISTIC_LAMBDAS), folds,
+                               seed, False)
+            fits["attributes"] = fit
+            report["attributes"] = {"lambda": fit["lambda"], "cv_loss": fit["cv_loss"],
+                                    "rows": int(has_attr.sum())}
+    return fits, report
+
+
+def set_heads(model, fits: dict) -> None:
+    """Put the fits of `fit_arrays` into the model's linear heads."""
+    if "mos" in fits:
+        model.mos_head.weight.data = torch.from_numpy(fits["mos"]["weight"]).float()[None]
+        model.mos_head.bias.data = torch.tensor([fits["mos"]["bias"]], dtype=torch.float32)
+    if "classes" in fits:
+        model.class_head.weight.data = torch.from_numpy(fits["classes"]["weight"].T).float()
+        model.class_head.bias.data = torch.from_numpy(fits["classes"]["bias"]).float()
+    if "attributes" in fits:
+        model.attribute_head.weight.data = torch.from_numpy(fits["attributes"]["weight"].T).float()
+        model.attribute_head.bias.data = torch.from_numpy(fits["attributes"]["bias"]).float()
+
+
+def check_linear_heads(model) -> None:
     if model.split <= len(model.backbone._blocks) or not isinstance(model.neck, torch.nn.Identity):
         raise ValueError("head_fit needs the whole backbone frozen (trainable_blocks 0, "
                          "train_conv_head false) and linear heads (head_hidden 0)")
+
+
+def fit_heads(model, record_store, views: int, synth_store, group_size: int, options: dict,
+              seed: int) -> dict:
+    """Replace the heads of `model` (frozen backbone, linear heads) by regularized fits."""
+    check_linear_heads(model)
     parts, groups, mos, labels, attrs = [], [], [], [], []
     offset = 0
     if record_store is not None:
@@ -163,54 +236,12 @@ def fit_heads(model, record_store, views: int, synth_store, group_size: int, opt
         attrs.append(record_store.targets["attributes"].numpy())
     if synth_store is not None:
         parts.append(synth_store.pooled)
-        source = synth_store.targets["source"].numpy()
-        if (source >= 0).all():
-            # Every crop of one reference photo in one fold: the out-of-fold figures (and the
-            # penalties) then speak for photos the heads have not seen, as at run time.
-            groups.append(offset + source)
-        else:
-            groups.append(offset + np.arange(len(synth_store)) // group_size)
-        mos.append(synth_store.targets["mos"].numpy())
-        synth_labels = synth_store.targets["label"].numpy().copy()
-        if options.get("class_levels") is not None:
-            # Mild distortions (level 1-3) next to their reference are a coin toss between
-            # "accepted" and "pending"; learning classes only from clean references and
-            # severe levels keeps the head from rejecting clean photos it has not seen.
-            levels = synth_store.targets["level"].numpy()
-            synth_labels[~np.isin(levels, options["class_levels"])] = -1
-        labels.append(synth_labels)
-        attrs.append(synth_store.targets["attributes"].numpy())
+        for values, part in zip((groups, mos, labels, attrs),
+                                synthetic_rows(synth_store, group_size, offset, options)):
+            values.append(part)
     z = _normalized(model, np.concatenate(parts))
     groups, mos, labels = np.concatenate(groups), np.concatenate(mos), np.concatenate(labels)
-    attrs = np.concatenate(attrs)
-    folds = int(options.get("folds", 5))
-    report = {}
-    has_mos = np.isfinite(mos)
-    if has_mos.sum() >= 2 * folds:
-        fit = fit_mos(z[has_mos], mos[has_mos], groups[has_mos],
-                      options.get("mos_lambdas", DEFAULT_MOS_LAMBDAS), folds, seed,
-                      model.mos_span)
-        model.mos_head.weight.data = torch.from_numpy(fit["weight"]).float()[None]
-        model.mos_head.bias.data = torch.tensor([fit["bias"]], dtype=torch.float32)
-        report["mos"] = {"lambda": fit["lambda"], "cv_srcc": fit["cv_srcc"], "rows": int(has_mos.sum())}
-    has_label = labels >= 0
-    if len(np.unique(labels[has_label])) == 3:
-        fit = _logistic_cv(z[has_label], labels[has_label], groups[has_label],
-                           options.get("class_lambdas", DEFAULT_LOGISTIC_LAMBDAS), folds, seed, True)
-        model.class_head.weight.data = torch.from_numpy(fit["weight"].T).float()
-        model.class_head.bias.data = torch.from_numpy(fit["bias"]).float()
-        report["classes"] = {"lambda": fit["lambda"], "cv_loss": fit["cv_loss"], "rows": int(has_label.sum())}
-        if options.get("max_false_reject") is not None:
-            report["classes"].update(choose_reject_at(fit["oof"], labels[has_label],
-                                                      float(options["max_false_reject"])))
-    if model.attribute_head is not None:
-        has_attr = np.isfinite(attrs).all(1)
-        if has_attr.sum() >= 2 * folds:
-            fit = _logistic_cv(z[has_attr], attrs[has_attr].astype(np.float64), groups[has_attr],
-                               options.get("attribute_lambdas", DEFAULT_LOGISTIC_LAMBDAS), folds,
-                               seed, False)
-            model.attribute_head.weight.data = torch.from_numpy(fit["weight"].T).float()
-            model.attribute_head.bias.data = torch.from_numpy(fit["bias"]).float()
-            report["attributes"] = {"lambda": fit["lambda"], "cv_loss": fit["cv_loss"],
-                                    "rows": int(has_attr.sum())}
+    attrs = np.concatenate(attrs) if model.attribute_head is not None else None
+    fits, report = fit_arrays(z, groups, mos, labels, attrs, options, seed, model.mos_span)
+    set_heads(model, fits)
     return report
