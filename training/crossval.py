@@ -21,7 +21,8 @@ each fold:
   else the likelier of pending / accepted): share of the worst- and best-rated fifth rejected
   (and accepted), the labels' SRCC with MOS, their accuracy against the class labels.
 
-The attribute head is not fit (no figure here needs it). The report (printed, and written with
+The attribute head is not refit: it learns from synthetic crops only, never from CLIVE, so the
+run's own head gives the defect severities that `iqs` labels use with the MOS (verdict.decide). The report (printed, and written with
 --out) has every fold's figures, their mean / std (ddof 1) / min / max, and per repeat the
 figures of all out-of-fold predictions pooled.
 
@@ -44,7 +45,8 @@ import numpy as np
 import torch
 
 from iqs_cli.card import CLASSES
-from iqs_cli.verdict import Thresholds, label_from_probabilities
+from iqs_cli.card import InputSpec, ModelCard
+from iqs_cli.verdict import decide
 from training import metrics as M
 from training.evaluate import plain_json
 from training.headfit import _normalized, check_linear_heads, fit_arrays, set_heads, synthetic_rows
@@ -128,10 +130,16 @@ def assign_folds(mos: np.ndarray, k: int, seed, stratify: bool = True) -> np.nda
     return fold
 
 
-def iqs_labels(probs: np.ndarray, thresholds: Thresholds) -> np.ndarray:
-    """Class index per row, as `iqs score` decides it."""
-    return np.array([CLASSES.index(label_from_probabilities(dict(zip(CLASSES, row.tolist())), thresholds))
-                     for row in probs], dtype=np.int64)
+def iqs_labels(probs: np.ndarray, mos: np.ndarray, attributes: np.ndarray, names: list[str],
+               thresholds: dict) -> np.ndarray:
+    """Labels as `iqs score` gives them (iqs_cli.verdict.decide): the fold's reject_at, made
+    coherent with the MOS and the defect severities (`attributes` [N, K] named `names`; the
+    run's attribute head, which learns from synthetic crops only, never from CLIVE MOS)."""
+    card = ModelCard(name="crossval", version="0", input=InputSpec(), attributes=tuple(names),
+                     thresholds=thresholds)
+    return np.array([CLASSES.index(decide(dict(zip(CLASSES, p.tolist())), float(m),
+                                          dict(zip(names, a.tolist())), card).label)
+                     for p, m, a in zip(probs, mos, attributes)], dtype=np.int64)
 
 
 def figures(pred_mos: np.ndarray, probs: np.ndarray, labels: np.ndarray, mos: np.ndarray,
@@ -258,6 +266,7 @@ def crossval(run: Path, folds: int = 5, repeats: int = 2, seed: int = 0, split: 
     del pooled
     z, basis = row_space(z)
     accept_at = cfg.get("thresholds", {}).get("accept_at")
+    card_thresholds = dict(cfg.get("thresholds", {}))  # stars and reason, as export writes them
 
     fold_rows, pooled_rows = [], []
     for repeat in range(repeats):
@@ -294,7 +303,9 @@ def crossval(run: Path, folds: int = 5, repeats: int = 2, seed: int = 0, split: 
             pred_mos = out["mos"].double().numpy()
             probs = torch.softmax(out["class_logits"].double(), 1).numpy()
             reject_at = report["classes"].get("reject_at")
-            labels_iqs = iqs_labels(probs, Thresholds(reject_at=reject_at, accept_at=accept_at))
+            labels_iqs = iqs_labels(probs, pred_mos, out["attributes"].double().numpy(),
+                                    list(state.get("attributes", [])),
+                                    {**card_thresholds, "reject_at": reject_at, "accept_at": accept_at})
             oof_mos[held], oof_probs[held], oof_labels[held] = pred_mos, probs, labels_iqs
             row = {"repeat": repeat, "fold": f,
                    **figures(pred_mos, probs, labels_iqs, photo_mos[held], photo_class[held]),
