@@ -48,10 +48,14 @@ CLASS_DEFINITIONS = {
                 "oversharpening, banding) at level 4-5 or with a full-reference pseudo-MOS below "
                 "30; colour casts, desaturation, low contrast and vignetting look like a style "
                 "(monochrome, fog, a mood grade) and never teach 'rejected'. A shot is rejected "
-                "only when P(rejected) reaches the card's reject_at",
+                "only when P(rejected) reaches the card's reject_at (and the MOS or a named "
+                "defect agrees), or with a severe defect when 'rejected' is the likeliest class",
     "pending": "the rest: LIVE Challenge MOS 42-70, milder synthetic distortions",
     "accepted": "sharp, well exposed, pleasing: LIVE Challenge MOS 75 and up, undistorted "
-                "pristine references",
+                "pristine references, and their photographer's styles (shallow focus and panning "
+                "with a sharp subject, fog, low and high key, vignetting, black and white); their "
+                "defective twins (soft everywhere, focus on nothing, camera shake, dark and noisy, "
+                "darkened to 8-25 %, blown out) teach 'rejected'",
     "not_labelled": "LIVE Challenge MOS 35-42 and 70-75 train the MOS head only",
 }
 
