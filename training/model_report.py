@@ -304,28 +304,43 @@ def main() -> None:
         "speed": speed_report(args.model),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
+    publish(report, args.out)
+    if args.update_card:
+        def store(card: dict) -> None:
+            metrics = card.setdefault("metrics", {})
+            metrics["clive_val_labels"] = report["digikam_figures"]
+            metrics["baselines_clive_val"] = report["baseline"]
+            synthetic = dict(report["synthetic_held_out"])
+            synthetic["srcc_by_type"] = {k: v["srcc_mos_vs_level"]
+                                         for k, v in synthetic.pop("per_type").items()}
+            metrics["synthetic_held_out"] = synthetic
+            metrics["whole_photos"] = report["whole_photos"]
+            card["speed"] = report["speed"]
+            card["class_definitions"] = CLASS_DEFINITIONS
+
+        update_card(args.model, store)
+
+
+def publish(report: dict, out: Path | None) -> None:
+    """Print a report as JSON, and write it to `out` when given."""
     from training.evaluate import plain_json
 
     text = json.dumps(plain_json(report), indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    if args.update_card:
-        card_path = args.model.with_suffix(".json")
-        card = json.loads(card_path.read_text())
-        metrics = card.setdefault("metrics", {})
-        metrics["clive_val_labels"] = report["digikam_figures"]
-        metrics["baselines_clive_val"] = report["baseline"]
-        synthetic = dict(report["synthetic_held_out"])
-        synthetic["srcc_by_type"] = {k: v["srcc_mos_vs_level"] for k, v in synthetic.pop("per_type").items()}
-        metrics["synthetic_held_out"] = synthetic
-        metrics["whole_photos"] = report["whole_photos"]
-        card["speed"] = report["speed"]
-        card["class_definitions"] = CLASS_DEFINITIONS
-        tmp = card_path.with_name(f".{card_path.name}.tmp")
-        tmp.write_text(json.dumps(plain_json(card), indent=2) + "\n")
-        os.replace(tmp, card_path)
+    if out:
+        out.write_text(text + "\n")
 
+
+def update_card(model: Path, edit) -> None:
+    """Apply `edit` (card dict -> None) to the card beside `model`, replaced atomically."""
+    from training.evaluate import plain_json
+
+    card_path = Path(model).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    edit(card)
+    tmp = card_path.with_name(f".{card_path.name}.tmp")
+    tmp.write_text(json.dumps(plain_json(card), indent=2) + "\n")
+    os.replace(tmp, card_path)
 
 if __name__ == "__main__":
     main()

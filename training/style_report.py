@@ -16,8 +16,6 @@ and again without it, to show what that look adds). Reported per look: shots, sh
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from iqs_cli.engine import ModelSession
 from iqs_cli.scoring import Scorer
 from training import commands
 from training.datasets import styles
-from training.model_report import held_out_references
+from training.model_report import held_out_references, publish, update_card
 
 # The short side the style's pixel sizes are meant for: training crops come from references
 # resized to a short side of 512-640 (the configs' reference_short_side).
@@ -128,18 +126,12 @@ def main() -> None:
     parser.add_argument("--update-card", action="store_true", help="store the figures in the model card")
     args = parser.parse_args()
     report = style_report(args.model, args.config, args.data_root.resolve(), args.draws, args.min_mos)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    publish(report, args.out)
     if args.update_card:
-        card_path = args.model.with_suffix(".json")
-        card = json.loads(card_path.read_text())
-        card.setdefault("metrics", {})["style_proxy"] = report
-        tmp = card_path.with_name(f".{card_path.name}.tmp")
-        tmp.write_text(json.dumps(card, indent=2) + "\n")
-        os.replace(tmp, card_path)
+        def store(card: dict) -> None:
+            card.setdefault("metrics", {})["style_proxy"] = report
 
+        update_card(args.model, store)
 
 if __name__ == "__main__":
     main()
