@@ -204,7 +204,7 @@ def _coherent(label: str, probs: dict[str, float], mos: float, attributes: dict[
         fair = len(thresholds.stars) > 1 and mos >= thresholds.stars[1]
         if worst >= thresholds.reason_at / 2 or not fair:
             return label
-        label = label_from_probabilities(probs, replace(thresholds, reject_at=math.inf))
+        label = _not_rejected(probs, thresholds)
     elif worst >= SEVERE_DEFECT and max(CLASSES, key=lambda name: probs[name]) == "rejected":
         return "rejected"
     if label == "accepted" and worst >= thresholds.reason_at:
@@ -212,36 +212,36 @@ def _coherent(label: str, probs: dict[str, float], mos: float, attributes: dict[
     return label
 
 
+def _not_rejected(probs: dict[str, float], thresholds: Thresholds) -> str:
+    """The label the class head gives when rejecting is ruled out: the likelier of pending and
+    accepted (or what accept_at says)."""
+    return label_from_probabilities(probs, replace(thresholds, reject_at=math.inf))
+
+
 # Attributes a sharp region elsewhere in the frame can overrule (iqs_cli/focus.py).
 BLUR_ATTRIBUTES = ("blur", "motion_blur")
 
 
-def in_focus(focus: dict, thresholds: Thresholds) -> bool:
-    """The second look's window (the sharpest region at a larger scale) is sharp: not rejected,
-    and no blur attribute at the reason threshold."""
-    if label_from_probabilities(focus["probabilities"], thresholds) == "rejected":
-        return False
-    severities = focus.get("attributes") or {}
-    return all(severities.get(name, 0.0) < thresholds.reason_at for name in BLUR_ATTRIBUTES)
-
-
 def _second_look(label: str, probs: dict[str, float], attributes: dict[str, float], focus: dict,
                  thresholds: Thresholds, can_reject: bool) -> tuple[str, dict[str, float]]:
-    """(label, attributes) once the second look is known. A frame is blurry only when no part
-    of it is in focus: a rejection whose only named defect is blur (or none) is overruled when
-    the sharpest window is in focus; with `can_reject`, a frame whose sharpest window is
-    blurry and rejected is rejected for blur (missed focus the whole view cannot see)."""
-    sharp = in_focus(focus, thresholds)
+    """(label, attributes) once the second look is known. The window (the sharpest region at a
+    larger scale) is in focus when it is not rejected and no blur attribute reaches the reason
+    threshold. A frame is blurry only when no part of it is in focus: a rejection whose only
+    named defect is blur (or none) is overruled when the window is in focus; with
+    `can_reject`, a frame whose window is blurry and rejected is rejected for blur (missed
+    focus the whole view cannot see)."""
+    window = focus.get("attributes") or {}
+    window_rejected = label_from_probabilities(focus["probabilities"], thresholds) == "rejected"
+    sharp = not window_rejected and all(
+        window.get(name, 0.0) < thresholds.reason_at for name in BLUR_ATTRIBUTES)
     if label == "rejected" and sharp:
         other = any(severity >= thresholds.reason_at for name, severity in attributes.items()
                     if name not in BLUR_ATTRIBUTES)
         if not other:
-            kept = label_from_probabilities(probs, replace(thresholds, reject_at=math.inf))
-            return kept, {name: (0.0 if name in BLUR_ATTRIBUTES else severity)
-                          for name, severity in attributes.items()}
-    window = focus.get("attributes") or {}
-    if (can_reject and label != "rejected" and not sharp
-            and label_from_probabilities(focus["probabilities"], thresholds) == "rejected"
+            return _not_rejected(probs, thresholds), {
+                name: (0.0 if name in BLUR_ATTRIBUTES else severity)
+                for name, severity in attributes.items()}
+    if (can_reject and label != "rejected" and window_rejected
             and window.get("blur", 0.0) >= thresholds.reason_at):
         return "rejected", {**attributes, "blur": max(attributes.get("blur", 0.0), window["blur"])}
     return label, attributes

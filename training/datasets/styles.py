@@ -24,14 +24,13 @@ from training.datasets.synthetic import (
     _convolve,
     _disc_kernel,
     _line_kernel,
+    _scale_chroma,
     _to_float,
     _to_uint8,
     _vignetting,
     linear_to_srgb,
     srgb_to_linear,
 )
-
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,9 +118,7 @@ def high_key(image, rng, scale=1.0):
     linear = linear * (1 + linear / white**2) / (1 + linear)  # extended Reinhard shoulder
     out = linear_to_srgb(np.clip(linear, 0, 1))
     lift = rng.uniform(0.03, 0.12)
-    out = lift + out * (1 - lift)
-    y = (out @ _LUMA)[..., None]
-    return y + (out - y) * rng.uniform(0.7, 1.0)
+    return _scale_chroma(lift + out * (1 - lift), rng.uniform(0.7, 1.0))
 
 
 def vignette(image, rng, scale=1.0):
