@@ -11,7 +11,9 @@ walked the same way (depth first).
 
 Walking skips names that start with "." (hidden files and folders, macOS "._" files), folders
 named `_rejected` (where `iqs cull` moves rejects), folders in `skip_dirs`, and every file that
-is not a photo iqs can read (sidecars such as .xmp, .pp3, .dop, videos, notes) without a word.
+is not a photo iqs can read (sidecars such as .xmp, .pp3, .dop, videos, notes) without a word;
+a caller that passes a `skipped` Counter learns how many photos in formats iqs cannot read
+(SKIPPED_PHOTO_EXTENSIONS, e.g. .jxl) were passed over, to tell the user (`skipped_summary`).
 Symbolic links are followed; a folder reached twice (a link loop, a link to a folder already
 walked, or overlapping inputs) is walked once, and a file reached twice is scored once.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,20 @@ from iqs_cli.decode import IMAGE_EXTENSIONS, RAW_EXTENSIONS
 PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | RAW_EXTENSIONS
 # Preferred file to decode in a RAW+JPEG shot: the camera's JPEG, then any other image.
 _JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
+
+# Photos iqs cannot read, counted (not reported one by one) when a walk passes them over, so a
+# folder that yields nothing can be explained. Still images only: videos (a phone's Live Photo
+# .MOV beside each HEIC) and sidecars are not photos that were missed.
+SKIPPED_PHOTO_EXTENSIONS = frozenset(
+    {
+        ".jxl",  # JPEG XL
+        ".gif", ".bmp", ".psd", ".psb", ".xcf", ".kra",  # graphics and editors' layered files
+        ".jp2", ".j2k", ".jpf", ".jpx", ".jxr", ".wdp", ".hdp",  # JPEG 2000, JPEG XR
+        ".exr", ".hdr",  # HDR renderings
+        ".x3f", ".raw", ".rwl", ".mrw", ".dcr", ".kdc", ".erf", ".mef", ".mos", ".srf",
+        ".fff", ".gpr", ".cap",  # camera RAW formats iqs has no preview reader for
+    }
+) - PHOTO_EXTENSIONS  # fmt: skip
 
 
 @dataclass
@@ -60,11 +77,29 @@ def is_photo_name(name: str | os.PathLike) -> bool:
     return Path(name).suffix.lower() in PHOTO_EXTENSIONS
 
 
+def skipped_summary(skipped: Counter[str]) -> str:
+    """One line for the photos `discover` passed over, e.g. "2 .jxl files skipped (...)".
+
+    Most frequent extension first; "" when nothing was skipped.
+    """
+    counts = sorted(((n, ext) for ext, n in skipped.items() if n > 0), key=lambda c: (-c[0], c[1]))
+    if not counts:
+        return ""
+    parts = [f"{n} {ext} file{'' if n == 1 else 's'}" for n, ext in counts]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    images = " ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+    return (
+        f"{listed} skipped (iqs reads {images} and camera RAW;"
+        " export them as JPEG to score them)"
+    )
+
+
 def discover(
     inputs: Iterable[str | Path],
     recursive: bool = True,
     skip_dirs: Iterable[Path] = (),
     rejected_dirname: str = "_rejected",
+    skipped: Counter[str] | None = None,
 ) -> Iterator[Shot | DiscoveryError]:
     """Shots (and errors) for command-line inputs: folders are walked, files taken as given.
 
@@ -74,8 +109,12 @@ def discover(
     `recursive=False` takes only each folder's own files. Folders named `rejected_dirname`
     and hidden ones are skipped while walking (an input folder is walked even so); folders in
     `skip_dirs` are never walked.
+
+    `skipped`, when given, counts by extension (".jxl": 2) the files with an extension in
+    SKIPPED_PHOTO_EXTENSIONS that walking passed over; it is complete once the generator is
+    exhausted. Explicit files are not counted: they give a DiscoveryError instead.
     """
-    walker = _Walker(recursive, skip_dirs, rejected_dirname)
+    walker = _Walker(recursive, skip_dirs, rejected_dirname, skipped)
     inputs = [os.fspath(p) for p in inputs]
     explicit_files: list[str] = []
     kinds: list[tuple[str, str]] = []  # (input, "file" | "folder" | error message)
@@ -99,13 +138,16 @@ def discover(
             yield DiscoveryError(raw, kind)
 
 
-def discover_files(paths: Iterable[str]) -> Iterator[Shot | DiscoveryError]:
+def discover_files(
+    paths: Iterable[str], skipped: Counter[str] | None = None
+) -> Iterator[Shot | DiscoveryError]:
     """Shots for a list of files (from `paths_from_stdin`), RAW+JPEG siblings grouped.
 
     A folder in the list is an error: `find DIR` lists folders as well as their files, and
     walking them would score the files twice. Entries that are not photos (sidecars, notes)
     and hidden names are skipped without a word, as when walking a folder, because a list from
-    `find -type f` holds them too; missing files and broken links are errors.
+    `find -type f` holds them too; missing files and broken links are errors. `skipped` counts
+    the entries passed over that are photos iqs cannot read, as in `discover`.
     """
     walker = _Walker(recursive=False, skip_dirs=(), rejected_dirname="")
     accepted: list[str] = []
@@ -119,7 +161,10 @@ def discover_files(paths: Iterable[str]) -> Iterator[Shot | DiscoveryError]:
         elif kind == "file":
             accepted.append(_absolute(raw))
             order.append((raw, None))
-        elif not kind.startswith("not a photo iqs can read"):
+        elif kind.startswith("not a photo iqs can read"):
+            if skipped is not None and (ext := _skipped_extension(raw)):
+                skipped[ext] += 1
+        else:
             order.append((raw, kind))
     groups = _group_paths(accepted)
     group_of = {path: key for key, paths in groups.items() for path in paths}
@@ -162,6 +207,12 @@ def _absolute(path: str) -> str:
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
+
+
+def _skipped_extension(name: str) -> str:
+    """The extension of a photo iqs cannot read (".jxl"), "" for anything else."""
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix if suffix in SKIPPED_PHOTO_EXTENSIONS else ""
 
 
 def _classify_input(raw: str) -> str:
@@ -234,9 +285,16 @@ def _primary(files: list[str]) -> str:
 
 
 class _Walker:
-    def __init__(self, recursive: bool, skip_dirs: Iterable[Path], rejected_dirname: str) -> None:
+    def __init__(
+        self,
+        recursive: bool,
+        skip_dirs: Iterable[Path],
+        rejected_dirname: str,
+        skipped: Counter[str] | None = None,
+    ) -> None:
         self.recursive = recursive
         self.rejected_dirname = rejected_dirname
+        self.skipped = skipped
         self.seen_dirs: set[tuple[int, int]] = set()
         self.seen_files: set[tuple[int, int]] = set()
         self.skip_dirs: set[tuple[int, int]] = set()
@@ -312,6 +370,9 @@ class _Walker:
                 continue
             if photo and _is_regular(entry):
                 files.append(entry.path)
+            elif self.skipped is not None and (ext := _skipped_extension(entry.name)):
+                if _is_regular(entry):
+                    self.skipped[ext] += 1
         return files, subfolders, errors
 
 

@@ -94,7 +94,8 @@ def test_raw_orientation_applies_to_preview_and_smallest_adequate_preview_is_use
     path = tmp_path / "shot.arw"
     path.write_bytes(_nef_like("<", _jpeg(640, 480, 1), _jpeg(160, 120, 2), orientation=6))
     assert load_rgb(path, 0).size == (480, 640)  # largest, rotated 90 degrees as IFD0 says
-    assert load_rgb(path, 100).size == (120, 160)  # the thumbnail is enough for a 100 px side
+    # Never the 160x120 thumbnail, even when it would be large enough: the large one at 1/4.
+    assert load_rgb(path, 100).size == (120, 160)
     assert load_rgb(path, 200).size == (240, 320)  # the large one, halved in the DCT
 
 
@@ -102,14 +103,14 @@ def test_preview_with_its_own_orientation_when_the_raw_has_none(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 8
     out = io.BytesIO()
-    Image.new("RGB", (300, 200), (0, 100, 0)).save(out, "JPEG", exif=exif)
+    Image.new("RGB", (480, 320), (0, 100, 0)).save(out, "JPEG", exif=exif)
     w = TiffWriter()
     at = w.blob(out.getvalue())
     w.set_first(w.ifd([(0x0201, 4, [at]), (0x0202, 4, [len(out.getvalue())])]))
     path = tmp_path / "x.pef"
     path.write_bytes(bytes(w.data))
     assert rawpreview.scan(path).orientation is None
-    assert load_rgb(path, 0).size == (200, 300)
+    assert load_rgb(path, 0).size == (320, 480)
 
 
 def test_strip_jpeg_is_found_and_lossless_raw_data_is_not(tmp_path):
@@ -143,12 +144,12 @@ def test_panasonic_jpg_from_raw_and_olympus_magic(tmp_path, header, suffix):
 
 
 def test_raf_header_points_at_the_jpeg(tmp_path):
-    jpeg = _jpeg(300, 200, 5)
+    jpeg = _jpeg(480, 320, 5)
     header = b"FUJIFILMCCD-RAW 0201FF383501".ljust(84, b"\x00")
     path = tmp_path / "x.raf"
     path.write_bytes(header + struct.pack(">II", 100, len(jpeg)) + b"\x00" * 8 + jpeg)
     assert rawpreview.largest_jpeg_preview(path) == jpeg
-    assert load_rgb(path, 0).size == (300, 200)
+    assert load_rgb(path, 0).size == (480, 320)
 
 
 def test_ifd_loops_and_wild_offsets_end_quickly(tmp_path):
@@ -192,14 +193,16 @@ def test_damaged_largest_preview_falls_back_to_the_next(tmp_path):
     big[sos + 20 :] = b"\x00" * (len(big) - sos - 20)  # the frame header survives, the data does not
     big = bytes(big[: sos + 200])
     path = tmp_path / "half.nef"
-    path.write_bytes(_nef_like("<", big, _jpeg(160, 120, colour=(200, 20, 20)), orientation=1))
+    path.write_bytes(_nef_like("<", big, _jpeg(480, 360, colour=(200, 20, 20)), orientation=1))
     image = load_rgb(path, 0)
-    assert image.size == (160, 120)
-    assert image.getpixel((80, 60))[0] > 150
+    assert image.size == (480, 360)
+    assert image.getpixel((240, 180))[0] > 150
 
 
 def test_mutated_containers_never_raise(tmp_path):
-    original = _nef_like("<", _jpeg(64, 48, 8), _jpeg(32, 24, 9))
+    # A flat large preview keeps the file small (mutations land in the structures) and above
+    # decode.MIN_PREVIEW_LONG_SIDE, so mutated files still reach the JPEG decoder.
+    original = _nef_like("<", _jpeg(400, 300, colour=(90, 120, 150)), _jpeg(32, 24, 9))
     rng = np.random.default_rng(42)
     path = tmp_path / "fuzz.nef"
     start = time.perf_counter()
@@ -243,7 +246,9 @@ def test_canon_crw_thumbnail(shared_data):
     path = shared_data / "raw-samples" / "exiv2-canon-powershot-s40.crw"
     with Image.open(io.BytesIO(rawpreview.largest_jpeg_preview(path))) as image:
         assert image.size == (160, 120)
-    assert load_rgb(path, 384).size == (160, 120)
+    # Its only image is the thumbnail: too small to judge the photo by.
+    with pytest.raises(DecodeError, match="embeds only a 160x120 thumbnail"):
+        load_rgb(path, 384)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the broken EXIF blocks
