@@ -2,7 +2,10 @@
 
 Keyed by absolute path, size, mtime_ns and the model's sha256. Raw outputs (not labels) are
 stored, so changing thresholds takes effect without re-scoring. WAL mode plus a busy timeout
-let two runs share the cache; any cache trouble degrades to "no cache", never to a failed run.
+let two runs share the cache; any cache trouble degrades to "no cache", never to a failed run:
+a cache that cannot be opened or fails later is dropped with one warning, and an entry of the
+wrong shape (damaged, or written by another iqs) is a miss, so the file is scored again and
+its entry replaced.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
+from iqs_cli.card import CLASSES
+
 SCHEMA_VERSION = 1
+_WHAT_TO_DO = ("fix or delete it, or point IQS_CACHE_DIR at a writable folder "
+               "(--no-cache skips the cache)")
 
 
 @dataclass(frozen=True)
@@ -36,15 +43,62 @@ def default_cache_path() -> Path:
     return Path(folder) / "results.sqlite3"
 
 
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        float(value)  # JSON integers have no size limit; the verdict works in floats
+    except OverflowError:
+        return False
+    return True
+
+
+def _is_scores(value: object, required: tuple[str, ...] = ()) -> bool:
+    """A {name: number} dict holding at least the `required` names."""
+    return (isinstance(value, dict)
+            and all(isinstance(k, str) and _is_number(v) for k, v in value.items())
+            and all(name in value for name in required))
+
+
+def valid_outputs(outputs: object) -> bool:
+    """Whether `outputs` has the shape scoring reads: {"probabilities": {class: number},
+    "mos": number, "attributes"?: {name: number}, "focus"?: None or {"probabilities",
+    "attributes"?}}. Anything else in the cache (damaged, or another iqs's format) is a miss."""
+    if not isinstance(outputs, dict):
+        return False
+    if not (_is_scores(outputs.get("probabilities"), CLASSES) and _is_number(outputs.get("mos"))):
+        return False
+    if "attributes" in outputs and not _is_scores(outputs["attributes"]):
+        return False
+    focus = outputs.get("focus")
+    if focus is not None and not (
+            isinstance(focus, dict) and _is_scores(focus.get("probabilities"), CLASSES)
+            and ("attributes" not in focus or _is_scores(focus["attributes"]))):
+        return False
+    return True
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
 class ResultCache:
-    """get/put raw outputs ({"probabilities", "mos", "attributes"}) for a file and model."""
+    """get/put raw outputs ({"probabilities", "mos", "attributes"}) for a file and model.
+
+    Never raises for cache trouble: `take_warning()` returns what went wrong (once), and the
+    cache then works as an empty one or not at all."""
 
     def __init__(self, path: Path | None = None, model_sha256: str = ""):
         self.path = path or default_cache_path()
         self.model_sha256 = model_sha256
-        self.warning: str | None = None
+        self.warning: str | None = None  # not yet reported; read it with take_warning()
+        self._bad_entries_noted = False
         self._db: sqlite3.Connection | None = None
+        db = None
         try:
+            # A regular file where a folder should be, or no permission: OSError, not sqlite's.
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
@@ -56,14 +110,26 @@ class ResultCache:
                 " PRIMARY KEY (path, model))"
             )
             self._db = db
-        except sqlite3.Error as exc:
-            self.warning = f"results cache {self.path} unusable ({exc}); scoring without it"
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            if db is not None:
+                self._close_quietly(db)
+            reason = _reason(exc)
+            if isinstance(exc, (FileExistsError, NotADirectoryError)):
+                reason = f"a file is in the way of its folder {self.path.parent}"
+            self.warning = (f"results cache {self.path} cannot be used ({reason}); "
+                            f"scoring without it — {_WHAT_TO_DO}")
 
     @property
     def enabled(self) -> bool:
         return self._db is not None
 
+    def take_warning(self) -> str | None:
+        """What went wrong with the cache since the last call, or None: each problem once."""
+        warning, self.warning = self.warning, None
+        return warning
+
     def get(self, key: FileKey) -> dict | None:
+        """The stored outputs for `key`, or None (not cached, changed, or a bad entry)."""
         if self._db is None:
             return None
         try:
@@ -77,9 +143,13 @@ class ResultCache:
         if row is None or (row[0], row[1], row[2]) != (key.size, key.mtime_ns, SCHEMA_VERSION):
             return None
         try:
-            return json.loads(row[3])
-        except ValueError:
+            outputs = json.loads(row[3])
+        except (ValueError, TypeError, RecursionError):  # not JSON, not text, absurdly nested
+            outputs = None
+        if not valid_outputs(outputs):
+            self._note_bad_entry(key)
             return None
+        return outputs
 
     def put_many(self, entries: list[tuple[FileKey, dict]]) -> None:
         if self._db is None or not entries:
@@ -95,13 +165,30 @@ class ResultCache:
         except sqlite3.Error as exc:
             self._disable(exc)
 
+    def _note_bad_entry(self, key: FileKey) -> None:
+        # Once per cache: a damaged cache may hold many, and each is healed by re-scoring.
+        if self._bad_entries_noted:
+            return
+        self._bad_entries_noted = True
+        if self.warning is None:
+            self.warning = (f"results cache {self.path} held entries iqs cannot use (first: "
+                            f"{os.fsdecode(key.path)}; damaged, or from another iqs version); "
+                            "those files are scored again and their entries replaced")
+
     def _disable(self, exc: Exception) -> None:
-        self.warning = f"results cache {self.path} failed ({exc}); going on without it"
+        # The bigger news: it replaces a pending note about bad entries.
+        self.warning = (f"results cache {self.path} failed ({_reason(exc)}); going on without "
+                        f"it — {_WHAT_TO_DO}")
         self.close()
+
+    @staticmethod
+    def _close_quietly(db: sqlite3.Connection) -> None:
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
 
     def close(self) -> None:
         if self._db is not None:
-            try:
-                self._db.close()
-            finally:
-                self._db = None
+            db, self._db = self._db, None
+            self._close_quietly(db)

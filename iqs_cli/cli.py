@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -15,16 +16,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from iqs_cli import __version__, cull, xmp
+from iqs_cli.fsutil import cannot_write_in
+from iqs_cli.journal import FolderBusy, FolderLock, Journal, JournalError, RootJournals
+from iqs_cli.undo import undo
 from iqs_cli.cache import ResultCache
 from iqs_cli.card import CardError, load_card
-from iqs_cli.discover import discover, discover_files, paths_from_stdin
+from iqs_cli.discover import Shot, discover, discover_files, paths_from_stdin, skipped_summary
 from iqs_cli.engine import EngineError, ModelSession
 from iqs_cli.report import FORMATS, ResultWriter, console_for, display_path, open_output, summary_line
 from iqs_cli.result import ShotResult
 from iqs_cli.scoring import FOCUS_MODES, Scorer
 from iqs_cli.verdict import Thresholds, reason_wording
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 app = typer.Typer(
     help="Score photos with a neural image-quality model and label them for digiKam, "
@@ -90,13 +94,32 @@ class XmpTally:
     updated: int = 0
     human_kept: int = 0
     failed: int = 0
+    # Folders iqs cannot write in -> photos left without labels there (told once per folder).
+    unwritable: dict[Path, int] = field(default_factory=dict)
+    stopped: str | None = None  # why writing stopped for the rest of the run (journal trouble)
 
     def write(self, result: ShotResult, options: XmpOptions, recorder=None) -> None:
         if not result.ok:
             return
-        for outcome in xmp.write_shot(result, style=options.style, in_file=options.in_file,
+        if self.stopped is not None:
+            self.failed += 1
+            return
+        folder = Path(result.path).parent
+        if folder in self.unwritable or self._cannot_write(folder):
+            self.unwritable[folder] += 1
+            self.failed += 1
+            return
+        try:
+            outcomes = xmp.write_shot(result, style=options.style, in_file=options.in_file,
                                       color_labels=options.color_labels,
-                                      overwrite=options.overwrite, recorder=recorder):
+                                      overwrite=options.overwrite, recorder=recorder)
+        except (JournalError, FolderBusy) as exc:
+            self.stopped = str(exc)
+            self.failed += 1
+            stderr.print(f"[bold red]error:[/] {exc}; no more labels are written in this run",
+                         soft_wrap=True, highlight=False)
+            return
+        for outcome in outcomes:
             if not outcome.ok:
                 self.failed += 1
                 stderr.print(f"[bold magenta]error:[/] {outcome.error}", soft_wrap=True,
@@ -106,12 +129,25 @@ class XmpTally:
             self.updated += not outcome.created
             self.human_kept += outcome.human_kept
 
+    def _cannot_write(self, folder: Path) -> bool:
+        reason = cannot_write_in(folder)
+        if reason is None:
+            return False
+        self.unwritable[folder] = 0
+        stderr.print(f"[bold magenta]error:[/] cannot write in {display_path(str(folder))} "
+                     f"({reason}): its photos get no XMP labels — make it writable, then re-run",
+                     soft_wrap=True, highlight=False)
+        return True
+
     def line(self) -> str:
         text = f"XMP: {self.created} written new, {self.updated} updated"
         if self.human_kept:
             text += f", {self.human_kept} kept labels a person set (--overwrite replaces them)"
         if self.failed:
             text += f", {self.failed} failed"
+        if self.unwritable:
+            text += (f" ({sum(self.unwritable.values())} in {len(self.unwritable)} folder"
+                     f"{'s' if len(self.unwritable) != 1 else ''} iqs cannot write in)")
         return text
 
 
@@ -129,12 +165,28 @@ class ScoringRun:
         return Counter(r.label for r in self.results if r.ok)
 
 
-def _entries(paths: list[str], recursive: bool, skip_dirs: list[Path]):
+def find_shots(paths: list[str], recursive: bool = True, skip_dirs=(), quiet: bool = False) -> list:
+    """The shots (and discovery errors) to score; a clear message and exit when none. Photos
+    in formats iqs cannot read are counted and named in one line."""
+    if not paths:
+        fail_usage("give at least one folder or photo, or - to read paths from stdin")
+    skipped: Counter = Counter()
     if paths == ["-"]:
-        return list(discover_files(paths_from_stdin(sys.stdin.buffer)))
-    if "-" in paths:
+        entries = list(discover_files(paths_from_stdin(sys.stdin.buffer), skipped=skipped))
+    elif "-" in paths:
         fail_usage("'-' (read paths from stdin) cannot be mixed with other paths")
-    return list(discover(paths, recursive=recursive, skip_dirs=skip_dirs))
+    else:
+        entries = list(discover(paths, recursive=recursive, skip_dirs=list(skip_dirs),
+                                skipped=skipped))
+    summary = skipped_summary(skipped)
+    if not entries:
+        where = "stdin" if paths == ["-"] else ", ".join(paths)
+        stderr.print(f"[bold red]error:[/] no photos found in {where}"
+                     + (f"; {summary}" if summary else ""), soft_wrap=True, highlight=False)
+        raise typer.Exit(EXIT_SOME_FAILED)
+    if summary and not quiet:
+        stderr.print(f"[yellow]note:[/] {summary}", soft_wrap=True, highlight=False)
+    return entries
 
 
 def _open_session(model: Optional[str], device: str) -> ModelSession:
@@ -145,45 +197,86 @@ def _open_session(model: Optional[str], device: str) -> ModelSession:
         fail_usage(str(exc))
 
 
-def run_scoring(paths: list[str], *, model, device, batch_size, workers, recursive, no_cache,
-                quiet, reject_at, accept_at, focus_check="rejected", on_result=None,
-                skip_dirs=()) -> ScoringRun:
-    if not paths:
-        fail_usage("give at least one folder or photo, or - to read paths from stdin")
-    if focus_check not in FOCUS_MODES:
-        fail_usage(f"unknown --focus-check {focus_check!r}; use one of {', '.join(FOCUS_MODES)}")
-    session = _open_session(model, device)
-    entries = _entries(paths, recursive, list(skip_dirs))
-    cache = None if no_cache else ResultCache(model_sha256=session.sha256)
-    if cache is not None and cache.warning:
-        stderr.print(f"[yellow]warning:[/] {cache.warning}")
-    scorer = Scorer(session, Thresholds(reject_at=reject_at, accept_at=accept_at), cache,
-                    batch_size=batch_size, workers=workers, focus=focus_check)
-    results: list[ShotResult] = []
+@dataclass
+class ScoringOptions:
+    """What `score` and `cull` share about scoring."""
+
+    model: Optional[str]
+    device: str
+    batch_size: int
+    workers: Optional[int]
+    no_cache: bool
+    quiet: bool
+    reject_at: Optional[float]
+    accept_at: Optional[float]
+    focus_check: str = "rejected"
+
+
+def _warn_about(cache: ResultCache | None) -> None:
+    """A cache problem, told once: the run goes on without the cache."""
+    warning = cache.take_warning() if cache is not None else None
+    if warning:
+        stderr.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
+
+
+def run_scoring(entries: list, options: ScoringOptions, on_result=None,
+                results: list[ShotResult] | None = None) -> ScoringRun:
+    """Score `entries`; each result goes to `results` (so a caller still has them after an
+    interruption) and to `on_result`."""
+    if options.focus_check not in FOCUS_MODES:
+        fail_usage(f"unknown --focus-check {options.focus_check!r}; use one of "
+                   f"{', '.join(FOCUS_MODES)}")
+    session = _open_session(options.model, options.device)
+    cache = None if options.no_cache else ResultCache(model_sha256=session.sha256)
+    _warn_about(cache)
+    scorer = Scorer(session, Thresholds(reject_at=options.reject_at, accept_at=options.accept_at),
+                    cache, batch_size=options.batch_size, workers=options.workers,
+                    focus=options.focus_check)
+    results = [] if results is None else results
     started = time.perf_counter()
     progress = Progress(
         TextColumn("[bold]scoring[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(), console=stderr, transient=True,
-        disable=quiet or not stderr.is_terminal,
+        disable=options.quiet or not stderr.is_terminal,
     )
-    with progress:
-        task = progress.add_task("score", total=len(entries), rate="")
-        for result in scorer.score(entries):
-            results.append(result)
-            if not result.ok:
-                progress.console.print(
-                    f"[bold magenta]error:[/] {display_path(result.path)}: {result.error}",
-                    soft_wrap=True, highlight=False, markup=True,
-                )
-            if on_result is not None:
-                on_result(result)
-            elapsed = time.perf_counter() - started
-            progress.update(task, advance=1, rate=f"{len(results) / max(elapsed, 1e-6):.1f}/s")
-    if cache is not None:
-        if cache.warning:
-            stderr.print(f"[yellow]warning:[/] {cache.warning}")
-        cache.close()
+    try:
+        with progress:
+            task = progress.add_task("score", total=len(entries), rate="")
+            for result in scorer.score(entries):
+                results.append(result)
+                if not result.ok:
+                    progress.console.print(
+                        f"[bold magenta]error:[/] {display_path(result.path)}: {result.error}",
+                        soft_wrap=True, highlight=False, markup=True,
+                    )
+                if on_result is not None:
+                    on_result(result)
+                elapsed = time.perf_counter() - started
+                progress.update(task, advance=1, rate=f"{len(results) / max(elapsed, 1e-6):.1f}/s")
+    finally:
+        if cache is not None:
+            _warn_about(cache)
+            cache.close()
     return ScoringRun(results, time.perf_counter() - started, reason_wording(session.card))
+
+
+def _journal_roots(paths: list[str], entries: list) -> list[Path]:
+    """Where `score --write-xmp` keeps its journals: each folder given, and for photos given
+    one by one (or on stdin) the folder that holds them all, when iqs can write there (else
+    each photo's own folder)."""
+    folders = [Path(os.path.abspath(p)) for p in paths if p != "-" and os.path.isdir(p)]
+    loose = sorted({str(e.primary.parent) for e in entries if isinstance(e, Shot)
+                    and not any(f in e.primary.parents for f in folders)})
+    if loose:
+        common = os.path.commonpath(loose)
+        if len(loose) == 1 or cannot_write_in(Path(common)) is None:
+            loose = [common]
+    return folders + [Path(p) for p in loose]
+
+
+def _print_undo_hint(roots: list[Path], out: Console) -> None:
+    for root in roots:
+        out.print(f"undo with: iqs undo {root}", soft_wrap=True)
 
 
 def _resolve_format(fmt: str, output: Optional[Path]) -> str:
@@ -226,35 +319,54 @@ def score(
     """Score photos: label (rejected / pending / accepted), MOS 0-100, stars, reasons."""
     fmt = _resolve_format(fmt, output)
     xmp_options = XmpOptions(sidecar_name, in_file, color_labels, overwrite)
+    options = ScoringOptions(model, device, batch_size, workers, no_cache, quiet, reject_at,
+                             accept_at, focus_check)
+    entries = find_shots(paths or [], recursive, quiet=quiet)
+    journals = RootJournals(_journal_roots(paths, entries)) if write_xmp else None
     tally = XmpTally()
     stream, target = open_output(output)
     writer = ResultWriter(fmt, stream)
+    results: list[ShotResult] = []
 
     def on_result(result: ShotResult) -> None:
         writer.add(result)
-        if write_xmp:
-            tally.write(result, xmp_options)
+        if journals is not None:
+            tally.write(result, xmp_options, recorder=journals)
 
     try:
-        run = run_scoring(
-            paths or [], model=model, device=device, batch_size=batch_size, workers=workers,
-            recursive=recursive, no_cache=no_cache, quiet=quiet, reject_at=reject_at,
-            accept_at=accept_at, focus_check=focus_check, on_result=on_result,
-        )
+        run = run_scoring(entries, options, on_result=on_result, results=results)
         writer.close(console_for(stream) if fmt == "table" else None, run.wording)
-    except BaseException:
+    except BaseException as exc:
         if target is not None:
             target.abort()
+        if isinstance(exc, KeyboardInterrupt):
+            _interrupted(f"after {len(results)} of {len(entries)} shots", journals)
         raise
     finally:
+        if journals is not None:
+            journals.close()
         if target is None and stream is not sys.stdout:
             stream.close()  # a device or FIFO given as --output
     if target is not None:
         target.commit()
     _print_summary(run, quiet)
-    if write_xmp and not quiet:
+    if journals is not None and not quiet:
         stderr.print(tally.line())
+        _print_undo_hint(journals.changed_roots(), stderr)
     raise typer.Exit(EXIT_SOME_FAILED if run.failed or tally.failed else EXIT_OK)
+
+
+def _interrupted(where: str, journals: RootJournals | None = None,
+                 journal: Journal | None = None) -> NoReturn:
+    """Ctrl-C: say where the run stopped and how to take back what it changed."""
+    roots = journals.changed_roots() if journals is not None else []
+    if journal is not None and journal.steps:
+        roots.append(journal.root)
+    stderr.print(f"[yellow]interrupted[/] {where}" + (
+        "; the changes made so far are in the undo journal" if roots else "; nothing was changed"),
+        soft_wrap=True, highlight=False)
+    _print_undo_hint(roots, stderr)
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command("cull")
@@ -280,7 +392,8 @@ def cull_command(
 ) -> None:
     """Score a folder, write XMP labels, and (with --move-rejected) move rejected shots away.
 
-    Every change is journaled first: `iqs undo FOLDER` puts the tree back exactly.
+    Every change is journaled first: `iqs undo FOLDER` puts the tree back exactly. Shots a
+    person rated or labelled stay where they are (unless --overwrite).
     """
     if not folder.is_dir():
         fail_usage(f"{folder}: not a folder")
@@ -291,64 +404,104 @@ def cull_command(
         dest = cull.check_destination(folder, to)
     except cull.CullError as exc:
         fail_usage(str(exc))
-    run = run_scoring([str(folder)], model=model, device=device, batch_size=batch_size,
-                      workers=workers, recursive=recursive, no_cache=no_cache, quiet=quiet,
-                      reject_at=reject_at, accept_at=accept_at, focus_check=focus_check,
-                      skip_dirs=[dest])
-    scored = [r for r in run.results if r.ok]
+    if not dry_run:
+        reason = cannot_write_in(folder)
+        if reason:  # found out now, not after scoring every photo
+            fail_usage(f"cannot write in {folder} ({reason}): iqs writes labels and its undo "
+                       "journal there — make it writable, or use --dry-run")
+    options = ScoringOptions(model, device, batch_size, workers, no_cache, quiet, reject_at,
+                             accept_at, focus_check)
     out = Console(highlight=False)
-    _print_summary(run, quiet)
+    try:
+        with FolderLock(folder, action="cull"):
+            code = _cull(folder, dest, options, xmp_options, move_rejected, dry_run, recursive, out)
+    except FolderBusy as exc:
+        stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(EXIT_BUSY)
+    raise typer.Exit(code)
+
+
+def _cull(folder: Path, dest: Path, options: ScoringOptions, xmp_options: XmpOptions,
+          move_rejected: bool, dry_run: bool, recursive: bool, out: Console) -> int:
+    entries = find_shots([str(folder)], recursive, skip_dirs=[dest], quiet=options.quiet)
+    results: list[ShotResult] = []
+    try:
+        run = run_scoring(entries, options, results=results)
+    except KeyboardInterrupt:
+        _interrupted(f"while scoring ({len(results)} of {len(entries)} shots scored)")
+    scored = [r for r in run.results if r.ok]
+    _print_summary(run, options.quiet)
+    plan = None
     if dry_run:
         out.print(f"dry run: would write labels for {len(scored)} shots "
-                  f"({'in files' if in_file else sidecar_name + ' sidecars'})")
+                  f"({'in files' if xmp_options.in_file else xmp_options.style + ' sidecars'})")
         if move_rejected:
-            plan = cull.plan_moves(run.results, folder, dest)
+            plan = cull.plan_moves(run.results, folder, dest, keep_judged=not xmp_options.overwrite)
             for line in plan.lines():
                 out.print(f"would move {line}", soft_wrap=True)
-            for problem in plan.problems:
-                stderr.print(f"[yellow]note:[/] {problem}", soft_wrap=True)
-        raise typer.Exit(EXIT_SOME_FAILED if run.failed else EXIT_OK)
+            _print_plan_notes(plan)
+        return EXIT_SOME_FAILED if run.failed else EXIT_OK
 
     tally = XmpTally()
-    moved = failed_moves = 0
+    report = None
+    journal = None
     try:
-        with cull.Journal.create(folder) as journal:
+        with Journal.create(folder) as journal:
             for result in scored:
                 tally.write(result, xmp_options, recorder=journal)
-            if move_rejected:
-                plan = cull.plan_moves(run.results, folder, dest)
-                for problem in plan.problems:
-                    stderr.print(f"[yellow]note:[/] {problem}", soft_wrap=True)
+            if move_rejected and tally.stopped is None:
+                plan = cull.plan_moves(run.results, folder, dest,
+                                       keep_judged=not xmp_options.overwrite)
+                _print_plan_notes(plan)
                 report = cull.execute(plan, journal)
-                moved, failed_moves = len(report.moved), len(report.failed)
                 for _, message in report.failed:
                     stderr.print(f"[bold magenta]error:[/] {message}", soft_wrap=True)
-    except cull.JournalError as exc:
+    except JournalError as exc:
         stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(EXIT_SOME_FAILED)
+        _print_undo_hint([folder] if journal is not None and journal.steps else [], out)
+        return EXIT_SOME_FAILED
+    except KeyboardInterrupt:
+        _interrupted(f"after {journal.steps if journal else 0} changes", journal=journal)
     out.print(tally.line())
-    if move_rejected:
-        shots = sum(1 for r in scored if r.label == "rejected")
-        out.print(f"moved {moved} files of {shots} rejected shots to {dest}"
-                  + (f", {failed_moves} could not be moved" if failed_moves else ""))
-    out.print(f"undo with: iqs undo {folder}")
-    problems = run.failed or tally.failed or failed_moves
-    raise typer.Exit(EXIT_SOME_FAILED if problems else EXIT_OK)
+    if plan is not None and report is not None:
+        rejected = sum(1 for r in scored if r.label == "rejected")
+        moved_shots = len({m.shot for m in report.moved})
+        line = f"moved {moved_shots} of {rejected} rejected shots ({len(report.moved)} files) to {dest}"
+        if plan.kept:
+            line += f"; {len(plan.kept)} kept: a person rated or labelled them"
+        if report.unmoved_shots():
+            line += f"; {report.unmoved_shots()} could not be moved whole and stay"
+        out.print(line, soft_wrap=True)
+    if journal is not None and journal.steps:
+        _print_undo_hint([folder], out)
+    problems = run.failed or tally.failed or (report is not None and report.failed)
+    return EXIT_SOME_FAILED if problems else EXIT_OK
+
+
+def _print_plan_notes(plan: cull.CullPlan) -> None:
+    for line in plan.kept_lines():
+        stderr.print(f"[green]kept:[/] {line}", soft_wrap=True, highlight=False)
+    for problem in plan.problems:
+        stderr.print(f"[yellow]note:[/] {problem}", soft_wrap=True, highlight=False)
 
 
 @app.command("undo")
 def undo_command(
-    folder: Path = typer.Argument(..., help="The folder a previous `iqs cull` ran on."),
+    folder: Path = typer.Argument(..., help="The folder a previous `iqs cull` or `iqs score --write-xmp` ran on."),
 ) -> None:
-    """Undo the last `iqs cull` on FOLDER: move files back, restore or remove sidecars.
+    """Undo the last `iqs cull` or `iqs score --write-xmp` on FOLDER: move files back, restore
+    or remove sidecars.
 
-    Each undo goes one run further back.
+    Each undo goes one run further back; an interrupted undo can simply be run again.
     """
     if not folder.is_dir():
         fail_usage(f"{folder}: not a folder")
     try:
-        report = cull.undo(folder)
-    except (cull.CullError, cull.JournalError) as exc:
+        report = undo(folder)
+    except FolderBusy as exc:
+        stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_BUSY)
+    except JournalError as exc:
         stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(EXIT_SOME_FAILED)
     out = Console(highlight=False)
@@ -361,6 +514,9 @@ def undo_command(
         stderr.print(f"[yellow]kept:[/] {line}", soft_wrap=True)
     for line in report.errors:
         stderr.print(f"[bold magenta]error:[/] {line}", soft_wrap=True)
+    if report.errors:
+        stderr.print(f"fix what is named above, then run `iqs undo {folder}` again: it goes on "
+                     "where this one stopped", soft_wrap=True, highlight=False)
     raise typer.Exit(EXIT_SOME_FAILED if report.errors else EXIT_OK)
 
 

@@ -1,10 +1,25 @@
-"""Durable file changes shared by the sidecar writer and the cull: a rename is only on disk
-once its folder is fsync'd."""
+"""Durable, never-overwriting file operations shared by the sidecar writer, the cull and undo.
+
+A rename is only on disk once its folder is fsync'd; a move never replaces an existing file;
+a copy across filesystems is verified (size and sha256) before the original goes; symbolic
+links stay links. Names iqs makes up (temporary files, backups) always fit the filesystem's
+255-byte limit, however long the photo's own name.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import hashlib
 import os
+import shutil
+import sys
 from pathlib import Path
+
+CHUNK = 1 << 20
+NAME_MAX = 255  # bytes in one file name on ext4, XFS, btrfs, APFS, NTFS (in UTF-16 units)
+TEMP_MARK = ".iqs-tmp-"  # in every temporary file name iqs makes
+TEMP_TOKEN_LENGTH = 8  # characters of the varying part of a temporary file's name
 
 
 def fsync_dir(folder: Path) -> None:
@@ -26,3 +41,180 @@ def replace_durably(tmp: Path, target: Path) -> None:
     on one filesystem), then make the rename itself durable."""
     os.replace(tmp, target)
     fsync_dir(target.parent)
+
+
+def why(exc: OSError) -> str:
+    """The operating system's words for an error, for messages."""
+    return exc.strerror or str(exc)
+
+
+def fitting_name(prefix: str, name: str, suffix: str) -> str:
+    """prefix + name + suffix, with the middle of `name` cut so the result fits NAME_MAX bytes.
+
+    The start and end of `name` stay (a person still recognises it); cuts fall between
+    characters, never inside one (names that are not UTF-8 keep their bytes)."""
+    encoded = os.fsencode(name)
+    room = NAME_MAX - len(os.fsencode(prefix + suffix))
+    if len(encoded) <= room:
+        return prefix + name + suffix
+    keep = max(room - 1, 2)  # one byte for the "~" marking the cut
+    head, tail = encoded[: keep // 2], encoded[len(encoded) - (keep - keep // 2):]
+    short = _whole_chars(head, from_end=False) + "~" + _whole_chars(tail, from_end=True)
+    return prefix + short + suffix
+
+
+def temp_prefix(target: Path) -> Path:
+    """Where temporary files for `target` are made: this prefix plus TEMP_TOKEN_LENGTH
+    characters, hidden, beside it (same filesystem, for an atomic rename), and within the
+    255-byte name limit however long its name (the middle of the name is cut, marked "~")."""
+    name = fitting_name(".", target.name, TEMP_MARK + "0" * TEMP_TOKEN_LENGTH)
+    return target.parent / name[:-TEMP_TOKEN_LENGTH]
+
+
+def temp_path(target: Path, token: str) -> Path:
+    """A temporary name for `target`: `.NAME.iqs-tmp-TOKEN` (TOKEN: TEMP_TOKEN_LENGTH
+    characters). The same arguments always give the same name."""
+    if len(token) != TEMP_TOKEN_LENGTH:
+        raise ValueError(f"temporary-name token must be {TEMP_TOKEN_LENGTH} characters")
+    prefix = temp_prefix(target)
+    return prefix.parent / (prefix.name + token)
+
+
+def _whole_chars(data: bytes, from_end: bool) -> str:
+    """Decode a cut piece of a name, dropping a UTF-8 character split by the cut."""
+    for trim in range(4):
+        piece = data[trim:] if from_end else data[: len(data) - trim]
+        try:
+            piece.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return os.fsdecode(piece)
+    return os.fsdecode(data)  # not UTF-8 anyway: keep the bytes as they are
+
+
+# ---------------------------------------------------------------------------------------------
+# Moving without ever replacing
+
+
+def _renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl without it
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """os.rename that never replaces an existing `dst` (FileExistsError), atomically on Linux.
+
+    Raises OSError(EXDEV) when src and dst are on different filesystems.
+    """
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                      _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(code, os.strerror(code), str(src), None, str(dst))
+    # Elsewhere (or a filesystem without the flag): check, then rename. Windows refuses to
+    # replace on its own; on POSIX a file created in this instant could still be replaced.
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_verified(src: Path, tmp: Path) -> None:
+    """Copy src to a new file tmp, fsync, and check size + sha256 against the source.
+
+    A symbolic link is copied as a link (same target text), not as the file it points to."""
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), tmp)
+        return
+    digest, size = hashlib.sha256(), 0
+    with open(src, "rb") as source, open(tmp, "xb") as target:
+        for chunk in iter(lambda: source.read(CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+            target.write(chunk)
+        target.flush()
+        os.fsync(target.fileno())
+    shutil.copystat(src, tmp)
+    if os.path.getsize(tmp) != size or sha256_file(tmp) != digest.hexdigest():
+        raise OSError(errno.EIO, "the copy does not match the original (size or sha256)", str(tmp))
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """Whether two files (or two symbolic links) hold the same thing."""
+    if os.path.islink(a) or os.path.islink(b):
+        return os.path.islink(a) and os.path.islink(b) and os.readlink(a) == os.readlink(b)
+    return sha256_file(a) == sha256_file(b)
+
+
+def move_file(src: Path, dst: Path, tmp: Path, link_to: Path | None = None) -> None:
+    """Move without ever replacing dst; across filesystems copy to `tmp` beside dst, fsync,
+    verify, rename into place, then delete src.
+
+    `link_to`: a file on dst's filesystem with the same content; across filesystems dst
+    becomes a hard link to it instead of a copy (so hard links stay links)."""
+    try:
+        rename_noreplace(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    try:
+        if link_to is not None and _linkable(link_to, src, dst):
+            os.link(link_to, tmp)
+        else:
+            copy_verified(src, tmp)
+        rename_noreplace(tmp, dst)  # same folder as dst: same filesystem
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(dst.parent)
+    os.unlink(src)
+    fsync_dir(src.parent)
+
+
+def _linkable(other: Path, src: Path, dst: Path) -> bool:
+    try:
+        there, here = os.lstat(other), os.stat(dst.parent)
+        return (there.st_dev == here.st_dev and not os.path.islink(src)
+                and os.path.isfile(other) and same_content(other, src))
+    except OSError:
+        return False
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why iqs could not create files in `folder` (None: it can), without trying."""
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except (OSError, AttributeError):
+        pass
+    if not os.path.isdir(folder):
+        return "not a folder"
+    return "permission denied"

@@ -14,6 +14,11 @@ Which shots get which reasons (`reasons_for`):
   attribute when its severity is at least half the threshold, else `low_quality` (the MOS is
   then below the 3-star cut: see `_coherent`).
 
+Stars (`stars_for`) come from the MOS (the card's star cut points) and then agree with the
+label: a rejected shot is 1 star (written to XMP as the reject rating -1), a pending one 2-3, an
+accepted one 3-5 (STARS_BY_LABEL). So a pending shot never shows more stars than an accepted one
+needs, and filtering by stars in digiKam, darktable or Lightroom gives the same split as labels.
+
 Which label (`decide`): the class head with the card's `reject_at` (`label_from_probabilities`),
 made coherent with the MOS and the defect severities (`_coherent`), then, when the second look
 at the sharpest region was taken, `_second_look`.
@@ -140,6 +145,16 @@ def stars_from_mos(mos: float, cut_points: tuple[float, ...]) -> int:
     return 1 + sum(1 for cut in cut_points[:4] if mos >= cut)
 
 
+# The stars each label may show (lowest, highest): labels and stars tell one story.
+STARS_BY_LABEL = {"rejected": (1, 1), "pending": (2, 3), "accepted": (3, 5)}
+
+
+def stars_for(label: str, mos: float, cut_points: tuple[float, ...]) -> int:
+    """Stars from the MOS, held inside the label's range (STARS_BY_LABEL)."""
+    low, high = STARS_BY_LABEL[label]
+    return min(high, max(low, stars_from_mos(mos, cut_points)))
+
+
 def label_from_probabilities(probs: dict[str, float], thresholds: Thresholds) -> str:
     if thresholds.reject_at is not None:
         if probs["rejected"] >= thresholds.reject_at:
@@ -263,4 +278,4 @@ def decide(
     if focus is not None:
         label, attributes = _second_look(label, probs, attributes, focus, resolved, focus_can_reject)
     reasons = reasons_for(label, attributes, resolved.reason_at)
-    return Verdict(label=label, stars=stars_from_mos(mos, resolved.stars), reasons=reasons)
+    return Verdict(label=label, stars=stars_for(label, mos, resolved.stars), reasons=reasons)

@@ -11,6 +11,17 @@ one `rdf:Description` of its own before `</rdf:RDF>`. Every other byte (foreign 
 prefixes, comments, the xpacket wrapper, padding) stays exactly as it was. A sidecar with a
 DOCTYPE/entity declaration is refused outright (no entity is ever expanded).
 
+The one exception: a UTF-16 sidecar (older Lightroom writes them) is converted to UTF-8 while
+it is merged, because exiv2 (digiKam, darktable) cannot read UTF-16 sidecars at all. Every
+property and comment is kept; only the encoding changes, and with it an `<?xml ...
+encoding="UTF-16"?>` declaration (now says UTF-8) and the xpacket `begin` mark (now U+FEFF in
+UTF-8). UTF-32 is refused.
+
+Only a regular file is read as a sidecar, and at most MAX_SIDECAR_BYTES of it: a FIFO, a
+device (e.g. a link to /dev/zero) or a folder in its place is an XmpError, not a hang. Temp
+files are named by `fsutil.temp_path` (always within the filesystem's 255-byte name limit); a photo
+whose sidecar name would pass that limit gets a clear XmpError.
+
 A label counts as set by a person when it has a real value (not 0 / empty) that differs from
 the value iqs recorded writing (`iqs:writtenPickLabel` ...). When a person set a pick label or
 rating (or a color label, with color labels on), iqs keeps all their labels unless
@@ -31,6 +42,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,7 +52,7 @@ from xml.parsers import expat
 from xml.sax.saxutils import escape
 
 from . import __version__
-from .fsutil import replace_durably
+from .fsutil import NAME_MAX, TEMP_TOKEN_LENGTH, replace_durably, temp_path
 from .result import ShotResult
 
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -182,8 +194,18 @@ def _resolve(qname: str, scope: dict[str, str], attribute: bool) -> tuple[str | 
     return scope.get(prefix), local
 
 
-def _transcode(data: bytes, what: str) -> tuple[bytes, str | None, object]:
-    """Bytes expat can parse with usable offsets, the encoding override, and a way back."""
+# encoding="..." of an XML declaration, and begin="..." of the xpacket header (its value is
+# U+FEFF in the packet's own encoding, so it changes with the encoding).
+_XML_ENCODING = re.compile(r"""\A(<\?xml\s[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2""")
+_XPACKET_BEGIN = re.compile(r"""(<\?xpacket\s+begin\s*=\s*)(["'])[^"']*\2""")
+
+
+def _transcode(data: bytes, what: str) -> tuple[bytes, str | None]:
+    """Bytes expat can parse with usable offsets, and the encoding override (None: as declared).
+
+    UTF-16 (with or without a BOM) comes back as UTF-8, which is also what iqs writes: exiv2,
+    and so digiKam and darktable, cannot read UTF-16 sidecars. The XML declaration and the
+    xpacket `begin` mark are changed to match, so the file says what it is."""
     if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         raise XmpError(f"{what} is UTF-32 encoded, which iqs does not edit; {_UNTOUCHED} — "
                        "convert it to UTF-8, then re-run")
@@ -197,14 +219,15 @@ def _transcode(data: bytes, what: str) -> tuple[bytes, str | None, object]:
     elif data.startswith(b"\x00<"):
         encoding = "utf-16-be"
     if encoding is None:
-        return data, None, lambda out: out
+        return data, None
     try:
         text = data[len(bom):].decode(encoding)
     except UnicodeDecodeError as exc:
         raise XmpError(f"{what} looks like UTF-16 but does not decode ({exc.reason} at byte "
                        f"{exc.start}); {_UNTOUCHED} — fix or remove it, then re-run") from None
-    # Offsets are taken in UTF-8; the result is written back in the file's own encoding.
-    return text.encode("utf-8"), "UTF-8", lambda out: bom + out.decode("utf-8").encode(encoding)
+    text = _XML_ENCODING.sub(lambda m: f"{m[1]}{m[2]}UTF-8{m[2]}", text, count=1)
+    text = _XPACKET_BEGIN.sub(lambda m: f"{m[1]}{m[2]}\ufeff{m[2]}", text, count=1)
+    return text.encode("utf-8"), "UTF-8"
 
 
 class _Packet:
@@ -212,16 +235,13 @@ class _Packet:
 
     def __init__(self, data: bytes, what: str):
         self.what = what
-        self.data, override, self._back = _transcode(data, what)
+        self.data, override = _transcode(data, what)
         self.root = self._parse(override)
         self.rdf = self._find_rdf(self.root)
         if self.rdf is None:
             raise XmpError(f"{what} is not an XMP packet (no rdf:RDF element in the RDF "
                            f"namespace); {_UNTOUCHED} — fix or remove it, then re-run")
         self.descriptions = [c for c in self.rdf.children if c.key == (RDF_NS, "Description")]
-
-    def encode(self, work_bytes: bytes) -> bytes:
-        return self._back(work_bytes)
 
     def _parse(self, override: str | None) -> _Elem:
         data = self.data
@@ -517,7 +537,7 @@ def _line_start(data: bytes, at: int) -> int:
 
 @dataclass
 class _Merge:
-    data: bytes  # the new packet, in the file's encoding
+    data: bytes  # the new packet (UTF-8, also when the file was UTF-16)
     human_kept: bool
     labels: dict  # label values iqs wrote this time
 
@@ -600,7 +620,7 @@ def _merge(packet: _Packet, result: ShotResult, *, color_labels: bool, overwrite
                            "please report this file")
         out[start:end] = new
         last = start
-    return _Merge(packet.encode(bytes(out)), keep_human, labels)
+    return _Merge(bytes(out), keep_human, labels)
 
 
 def _new_packet() -> bytes:
@@ -637,13 +657,15 @@ def _os_hint(exc: OSError) -> str:
         return "the disk is full: free some space, then re-run"
     if exc.errno == errno.ENOENT:
         return "the file or folder disappeared meanwhile: re-run on what is there now"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the name is longer than the filesystem allows: rename it shorter, then re-run"
     return "check the file and folder, then re-run"
 
 
 def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
     """An exclusive new hidden temp file beside the target (same filesystem for os.replace)."""
     for _ in range(100):
-        tmp = folder / f".{name}.iqs-tmp-{secrets.token_hex(4)}"
+        tmp = temp_path(folder / name, secrets.token_hex(TEMP_TOKEN_LENGTH // 2))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                          0o666)
@@ -680,17 +702,81 @@ def _atomic_write(target: Path, data: bytes, keep_mode_of: Path | None) -> None:
                 pass
 
 
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def _require_regular(path: Path, st: os.stat_result, what: str) -> None:
+    if stat.S_ISREG(st.st_mode):
+        return
+    via = " (through a symbolic link)" if os.path.islink(path) else ""
+    raise XmpError(f"{what} is {_kind(st.st_mode)}{via}, not a regular file; {_UNTOUCHED} — "
+                   "move it out of the way, then re-run")
+
+
+def _require_small(size: int, what: str) -> None:
+    if size > MAX_SIDECAR_BYTES:
+        raise XmpError(f"{what} is {size // (1024 * 1024)} MiB or more, too large for an XMP "
+                       f"sidecar; {_UNTOUCHED} — check what it is, then re-run")
+
+
 def _read_existing(path: Path, what: str) -> bytes | None:
+    """The bytes of the sidecar at `path`, or None when there is none.
+
+    Only a regular file is read, and at most MAX_SIDECAR_BYTES + 1 bytes of it: opening a FIFO
+    waits for a writer forever, /dev/zero never ends, so anything else is refused unopened."""
     try:
-        size = path.stat().st_size
-        if size > MAX_SIDECAR_BYTES:
-            raise XmpError(f"{what} is {size // (1024 * 1024)} MiB, too large for an XMP sidecar; "
-                           f"{_UNTOUCHED} — check what it is, then re-run")
-        return path.read_bytes()
+        st = os.stat(path)  # follows a symbolic link: what it points at is what would be read
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise XmpError(f"cannot read {what} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+    _require_regular(path, st, what)
+    _require_small(st.st_size, what)
+    # O_NONBLOCK: should a FIFO take the file's place after the stat, open does not wait.
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+             | getattr(os, "O_BINARY", 0))
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise XmpError(f"cannot read {what} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+    chunks: list[bytes] = []
+    try:
+        _require_regular(path, os.fstat(fd), what)  # what was opened, not what was stat'ed
+        left = MAX_SIDECAR_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        raise XmpError(f"cannot read {what} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    _require_small(len(data), what)  # it grew after the stat
+    return data
+
+
+def _require_name_fits(photo: Path, target: Path) -> None:
+    """A sidecar name over the filesystem's limit cannot be made: say so, and how to fix it."""
+    size = len(os.fsencode(target.name))
+    if size > NAME_MAX:
+        room = NAME_MAX - (size - len(os.fsencode(photo.name)))
+        raise XmpError(f"{photo}: its sidecar name would be {size} bytes, longer than the "
+                       f"{NAME_MAX} bytes the filesystem allows; no labels written for it — "
+                       f"rename the photo to at most {room} bytes, then re-run")
 
 
 def _pyexiv2():
@@ -732,6 +818,7 @@ def write_labels(photo: Path | str, result: ShotResult, *, style: str = "digikam
                               recorder=recorder, now=now)
 
     target = sidecar_path(photo, style)
+    _require_name_fits(photo, target)
     what = f"existing sidecar {target}"
     existing = _read_existing(target, what)
     if existing is not None and target.is_symlink():
@@ -895,6 +982,11 @@ def read_labels(path: Path | str) -> dict:
         if not data.strip(b" \t\r\n\x00"):
             data = _new_packet()
         return _labels_from(_Packet(data, what))
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise XmpError(f"cannot read {path} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+    _require_regular(path, st, str(path))  # a FIFO would block the read
     pyexiv2 = _pyexiv2()
     try:
         with pyexiv2.ImageData(path.read_bytes()) as image:
@@ -905,3 +997,13 @@ def read_labels(path: Path | str) -> dict:
         raise XmpError(f"{path}: cannot read its XMP ({_one_line(exc)})") from None
     return _labels_from(_Packet(raw.encode("utf-8") if raw.strip() else _new_packet(),
                                 f"XMP inside {path}"))
+
+
+def is_set(value: str | None) -> bool:
+    """Whether a label value means a decision (0 and empty mean 'no label' in every app)."""
+    return _is_set(value)
+
+
+def same_value(a: str | None, b: str | None) -> bool:
+    """Whether two label values are the same ('3', '3.0' and ' 3 ' are)."""
+    return _norm(a) == _norm(b)

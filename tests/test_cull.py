@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from iqs_cli import cull, xmp
-from iqs_cli.cull import CullError, Journal, JournalError
+from iqs_cli import cull, fsutil, xmp
+from iqs_cli.cull import CullError
+from iqs_cli.journal import STATE_DIR, Journal, JournalError, journals, process_start
+from iqs_cli.undo import undo
 from iqs_cli.result import ShotResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,12 +43,12 @@ def tree(root: Path) -> dict[str, str]:
     """relative path -> sha256 of every file, the journal folder left out."""
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in root.rglob("*")
-            if p.is_file() and cull.STATE_DIR not in p.relative_to(root).parts}
+            if p.is_file() and STATE_DIR not in p.relative_to(root).parts}
 
 
 def folders(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_dir() and cull.STATE_DIR not in p.relative_to(root).parts}
+            if p.is_dir() and STATE_DIR not in p.relative_to(root).parts}
 
 
 def run_cull(results, root, dest=None):
@@ -98,10 +100,10 @@ def test_execute_and_undo_restore_the_tree(card):
     after = tree(card)
     assert after["_rejected/day1/IMG_1.CR2"] == before["day1/IMG_1.CR2"]
 
-    undone = cull.undo(card)
+    undone = undo(card)
     assert tree(card) == before and folders(card) == before_folders
     assert len(undone.restored) == 4 and undone.kept == [] and undone.errors == []
-    assert cull.undo(card).nothing_to_undo  # the only run is undone already
+    assert undo(card).nothing_to_undo  # the only run is undone already
 
 
 def test_name_clash_renames_the_whole_shot_consistently(card):
@@ -117,7 +119,7 @@ def test_name_clash_renames_the_whole_shot_consistently(card):
     assert existing.read_text() == "an older reject"
     assert "(renamed: name taken)" in plan.lines()[0]
     before_undo = tree(card)
-    cull.undo(card)
+    undo(card)
     assert (day / "IMG_1.CR2").exists() and existing.exists()
     assert "_rejected/day1/IMG_1 (2).JPG" in before_undo
 
@@ -165,7 +167,7 @@ def test_vanished_file_and_taken_name_are_reported_and_the_run_goes_on(card):
     assert (card / "_rejected" / "day1" / "IMG_3.JPG").read_text() == "appeared meanwhile"
     assert (day / "IMG_3.JPG").exists()
     assert {m.src.name for m in report.moved} == {"IMG_1.JPG", "IMG_1.CR2.xmp", "IMG_1.xmp"}
-    undone = cull.undo(card)
+    undone = undo(card)
     assert undone.errors == [] and (day / "IMG_1.JPG").exists()
 
 
@@ -182,19 +184,19 @@ def test_names_with_spaces_and_non_ascii(tmp_path):
     plan, report = run_cull([shot(photo)], root)
     assert (root / "_rejected" / "Zoë am Meer" / "IMG 0001 – ü.JPG.xmp").exists()
     assert not sidecar.exists() and len(report.moved) == 2
-    cull.undo(root)
+    undo(root)
     assert tree(root) == before
 
 
 def test_cross_filesystem_move_copies_verifies_and_deletes(card, monkeypatch):
-    real = cull._rename_noreplace
+    real = fsutil.rename_noreplace
 
     def other_device(src, dst):
         if Path(src).parent != Path(dst).parent:  # a move between folders: pretend EXDEV
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         real(src, dst)
 
-    monkeypatch.setattr(cull, "_rename_noreplace", other_device)
+    monkeypatch.setattr(fsutil, "rename_noreplace", other_device)
     before = tree(card)
     source = card / "day1" / "IMG_1.JPG"
     mtime = source.stat().st_mtime
@@ -205,7 +207,7 @@ def test_cross_filesystem_move_copies_verifies_and_deletes(card, monkeypatch):
     assert moved.stat().st_mtime == pytest.approx(mtime)
     assert hashlib.sha256(moved.read_bytes()).hexdigest() == before["day1/IMG_1.JPG"]
     assert not [p for p in moved.parent.iterdir() if ".iqs-tmp-" in p.name]
-    cull.undo(card)
+    undo(card)
     assert tree(card) == before
 
 
@@ -218,7 +220,7 @@ def test_real_second_filesystem(card):
         before = tree(card)
         plan, report = run_cull([shot(card / "day1" / "IMG_2.JPG")], card, dest)
         assert report.failed == [] and (dest / "day1" / "IMG_2.JPG.xmp").read_text() == "<keep/>"
-        cull.undo(card)
+        undo(card)
         assert tree(card) == before
     finally:
         shutil.rmtree(dest, ignore_errors=True)
@@ -238,7 +240,7 @@ def test_sidecar_writes_are_journaled_and_undone_byte_for_byte(tmp_path):
 
     assert xmp.read_labels(foreign)["pick"] == 3
     assert (root / "_rejected" / "bad.JPG.xmp").exists()
-    undone = cull.undo(root)
+    undone = undo(root)
     assert tree(root) == before
     assert foreign.read_bytes() == (DATA / "darktable.xmp").read_bytes()
     assert root / "bad.JPG.xmp" in undone.removed and foreign in undone.restored
@@ -254,7 +256,7 @@ def test_undo_keeps_a_sidecar_changed_since_and_a_file_that_came_back(tmp_path):
     moved_sidecar = root / "_rejected" / "a.JPG.xmp"
     moved_sidecar.write_text(moved_sidecar.read_text() + "<!-- edited in digiKam -->")
 
-    undone = cull.undo(root)
+    undone = undo(root)
 
     assert (root / "a.JPG").read_text() == "a new photo with the same name"
     assert (root / "_rejected" / "a.JPG").exists()
@@ -278,7 +280,7 @@ def test_undo_finishes_interrupted_cross_filesystem_copies(tmp_path):
         journal.record_move(b, dest / "b.JPG")
         shutil.copyfile(b, dest / "b.JPG")
 
-    undone = cull.undo(root)
+    undone = undo(root)
     assert undone.errors == [] and undone.kept == []
     assert tree(root) == before
 
@@ -290,25 +292,25 @@ def test_undo_is_a_stack_of_runs(tmp_path):
     run_cull([shot(first)], root)
     time.sleep(0.01)
     run_cull([shot(second)], root)
-    assert len(cull.journals(root)) == 2
+    assert len(journals(root)) == 2
 
-    assert cull.undo(root).restored == [second.resolve()]
+    assert undo(root).restored == [second.resolve()]
     assert (root / "_rejected" / "1.JPG").exists()
-    assert cull.undo(root).restored == [first.resolve()]
+    assert undo(root).restored == [first.resolve()]
     assert tree(root) == before
-    assert cull.undo(root).nothing_to_undo
+    assert undo(root).nothing_to_undo
 
 
 def test_a_run_that_changed_nothing_leaves_no_journal(tmp_path):
     root = tmp_path / "r"
     put(root / "ok.JPG")
     run_cull([shot(root / "ok.JPG", label="accepted")], root)
-    assert cull.journals(root) == []
+    assert journals(root) == []
 
 
 def test_journal_that_cannot_be_created_stops_before_any_change(tmp_path):
     root = tmp_path / "r"
-    put(root / cull.STATE_DIR, "a file where the journal folder should be")
+    put(root / STATE_DIR, "a file where the journal folder should be")
     with pytest.raises(JournalError, match="cannot create the undo journal"):
         Journal.create(root)
 
@@ -320,17 +322,17 @@ def test_undo_refuses_while_the_run_is_still_going(tmp_path):
     try:
         journal = Journal.create(root)
         journal.record_mkdir(root / "x")
-        os.close(journal._fd)
+        journal._file.close()  # as if its process were still writing
         lines = journal.path.read_text().splitlines()
         begin = json.loads(lines[0])
         begin["pid"] = sleeper.pid
         journal.path.write_text("\n".join([json.dumps(begin), *lines[1:]]) + "\n")
         with pytest.raises(JournalError, match="still going"):
-            cull.undo(root)
+            undo(root)
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert not cull.undo(root).nothing_to_undo  # the process is gone: undo may proceed
+    assert not undo(root).nothing_to_undo  # the process is gone: undo may proceed
 
 
 def test_a_journal_cut_mid_line_still_undoes(tmp_path):
@@ -338,31 +340,32 @@ def test_a_journal_cut_mid_line_still_undoes(tmp_path):
     photo = put(root / "a.JPG")
     before = tree(root)
     plan, _ = run_cull([shot(photo)], root)
-    journal = cull.journals(root)[0]
+    journal = journals(root)[0]
     with open(journal, "ab") as handle:
         handle.write(b'{"op": "move", "id": 99, "src": "b.J')  # the crash cut this line
-    assert cull.undo(root).errors == []
+    assert undo(root).errors == []
     assert tree(root) == before
 
 
 CRASH_SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from iqs_cli import cull
+    from iqs_cli import cull, fsutil
+    from iqs_cli.journal import Journal
     from iqs_cli.result import ShotResult
 
     root = Path(sys.argv[1])
     photos = sorted(p for p in root.rglob("*.JPG"))
     results = [ShotResult(path=str(p), files=[str(p)], label="rejected") for p in photos]
     plan = cull.plan_moves(results, root)
-    real = cull._rename_noreplace
+    real = fsutil.rename_noreplace
 
     def slow(src, dst):  # keep the run going long enough to be killed mid-way
         time.sleep(0.003)
         real(src, dst)
 
-    cull._rename_noreplace = slow
-    with cull.Journal.create(root) as journal:
+    fsutil.rename_noreplace = slow
+    with Journal.create(root) as journal:
         cull.execute(plan, journal)
 """)
 
@@ -376,7 +379,7 @@ def test_sigkill_mid_move_loses_nothing_and_undo_restores(tmp_path):
     before = tree(root)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(root)], env=env)
-    journal_folder = root / cull.STATE_DIR
+    journal_folder = root / STATE_DIR
     deadline = time.monotonic() + 30
     try:
         while time.monotonic() < deadline:
@@ -400,7 +403,7 @@ def test_sigkill_mid_move_loses_nothing_and_undo_restores(tmp_path):
     moved = sum(1 for p in after if p.startswith(cull.REJECTED_DIR))
     assert 0 < moved < len(before)
 
-    undone = cull.undo(root)
+    undone = undo(root)
     assert undone.errors == [] and undone.kept == []
     assert tree(root) == before
     assert folders(root) == {"day0", "day1", "day2"}
@@ -410,12 +413,12 @@ def test_a_reused_pid_does_not_block_undo(tmp_path):
     root = tmp_path / "r"
     photo = put(root / "a.JPG")
     plan, _ = run_cull([shot(photo)], root)
-    journal = cull.journals(root)[0]
+    journal = journals(root)[0]
     entries = [json.loads(line) for line in journal.read_text().splitlines()]
     entries = [e for e in entries if e["op"] != "end"]  # as if the run was killed
     entries[0]["time"] = "2001-01-01T00:00:00+00:00"  # long before any live process started
     entries[0]["pid"] = os.getppid()  # alive, and not this process
     journal.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    if cull._process_start(os.getppid()) is None:
+    if process_start(os.getppid()) is None:
         pytest.skip("no /proc here to tell a reused pid")
-    assert cull.undo(root).restored == [photo.resolve()]
+    assert undo(root).restored == [photo.resolve()]

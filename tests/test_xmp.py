@@ -252,7 +252,8 @@ def test_a_label_changed_by_a_person_survives_until_overwrite(tmp_path):
 
 
 @needs_exiftool
-def test_utf16_sidecar_is_merged_and_stays_utf16(tmp_path):
+def test_utf16_sidecar_is_merged_into_utf8(tmp_path):
+    # exiv2 (digiKam, darktable) cannot read UTF-16 sidecars: iqs writes them back as UTF-8.
     photo = make_photo(tmp_path / "a.jpg")
     sidecar = xmp.sidecar_path(photo)
     text = (DATA / "darktable.xmp").read_text("utf-8")
@@ -263,8 +264,8 @@ def test_utf16_sidecar_is_merged_and_stays_utf16(tmp_path):
     xmp.write_labels(photo, verdict("rejected"), overwrite=True)
 
     data = sidecar.read_bytes()
-    assert data.startswith(codecs.BOM_UTF16_LE)
-    assert "darktable:history" in data[2:].decode("utf-16-le")
+    assert data.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
+    assert "darktable:history" in data.decode("utf-8")
     after = exiftool(sidecar)[0]
     assert foreign(after) == foreign(before)
     assert (after["XMP-digiKam:PickLabel"], after["XMP-xmp:Rating"]) == (1, -1)
