@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,7 +204,20 @@ class _Folders:
                                 "left in place")
                 continue
             found.append(path)
-        return found
+        return [path for path in found if _movable(path, problems)]
+
+
+def _movable(path: Path, problems: list[str]) -> bool:
+    """Only regular files and symbolic links travel: a FIFO or device named like a sidecar
+    would block or never end when copied to another filesystem."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return True
+    problems.append(f"{path}: not a regular file (a pipe, device or folder); left in place")
+    return False
 
 
 def plan_moves(results: list[ShotResult], root: Path | str, dest: Path | str | None = None,

@@ -562,3 +562,17 @@ def test_a_folder_of_unreadable_formats_says_what_it_skipped(tmp_path, tiny_mode
     result = runner.invoke(app, ["score", str(folder), "-f", "jsonl", "--model", str(tiny_model)])
     assert result.exit_code == 0 and "note: 2 .jxl files and 1 .psd file skipped" in " ".join(
         result.stderr.split())
+
+
+def test_a_fifo_named_like_a_sidecar_stays_and_the_cull_goes_on(tmp_path, tiny_model):
+    root = tmp_path / "r"
+    make_photo(root / "a.jpg", brightness=3)
+    make_photo(root / "b.jpg", brightness=3)
+    os.mkfifo(root / "a.jpg.xmp")
+    os.symlink("/dev/zero", root / "b.jpg.xmp")
+    result = runner.invoke(app, ["cull", str(root), "--move-rejected", "--to",
+                                 str(tmp_path / "elsewhere"), "--model", str(tiny_model)])
+    assert result.exit_code == 1
+    assert "a.jpg.xmp: not a regular file" in " ".join(result.stderr.split())
+    assert (root / "a.jpg.xmp").exists() and (tmp_path / "elsewhere" / "a.jpg").exists()
+    assert (tmp_path / "elsewhere" / "b.jpg.xmp").is_symlink()  # moved as the link it is
