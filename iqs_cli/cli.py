@@ -12,18 +12,20 @@ from pathlib import Path
 from typing import NoReturn, Optional
 
 import typer
+from typer.core import TyperCommand
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from iqs_cli import __version__, cull, xmp
 from iqs_cli.fsutil import cannot_write_in
 from iqs_cli.journal import FolderBusy, FolderLock, Journal, JournalError, RootJournals
-from iqs_cli.undo import undo
+from iqs_cli.undo import pending_above, undo
 from iqs_cli.cache import ResultCache
-from iqs_cli.card import CardError, load_card
+from iqs_cli.card import DEFAULT_MODEL_NAME, CardError, load_card, shipped_models_dir
 from iqs_cli.discover import Shot, discover, discover_files, paths_from_stdin, skipped_summary
 from iqs_cli.engine import EngineError, ModelSession
-from iqs_cli.report import FORMATS, ResultWriter, console_for, display_path, open_output, summary_line
+from iqs_cli.report import (FORMATS, ResultWriter, console_for, display_path, open_output, plural,
+                            summary_line)
 from iqs_cli.result import ShotResult
 from iqs_cli.scoring import FOCUS_MODES, Scorer
 from iqs_cli.verdict import Thresholds, reason_wording
@@ -37,7 +39,8 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-stderr = Console(stderr=True, highlight=False)
+# soft_wrap: a terminal wraps long lines itself; a log file gets each message on one line.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail_usage(message: str) -> NoReturn:
@@ -59,21 +62,53 @@ def root(
     """iqs: photo culling from the command line."""
 
 
+class Command(TyperCommand):
+    """Help without Python type names (<list[str]>, <bool>) beside options: each option's
+    metavar (NAME, N, P ...) and its text say what it takes, and flags take nothing."""
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.get_params(ctx):  # the --help option too
+            plain = getattr(param, "is_flag", False) or param.param_type_name == "argument"
+            shown = None if plain else param.metavar
+            param.display_type_rich = lambda ctx, shown=shown: shown
+        super().format_help(ctx, formatter)
+
+
+def _probability(value: Optional[float]) -> Optional[float]:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"{value:g} is not a probability: give a number from 0 to 1 "
+                                 f"(e.g. {value / 100:g} for {value:g} %)"
+                                 if 1.0 < value <= 100.0 else
+                                 f"{value:g} is not a probability: give a number from 0 to 1")
+    return value
+
+
+INPUT, MODEL, OUTPUT, LABELS, MOVING = "Input", "Model", "Output", "XMP labels", "Moving"
+
+
+def _shipped() -> str:
+    try:
+        names = sorted(p.stem for p in shipped_models_dir().glob("*.onnx"))
+    except (ModuleNotFoundError, OSError):
+        names = []
+    return ", ".join(f"{n} (default)" if n == DEFAULT_MODEL_NAME else n for n in names) or "none"
+
+
 # Options shared by `score` and `cull` (typer reads them from each command's signature).
-ModelOpt = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .onnx file (its .json card beside it).")
-DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, or auto (CUDA when ONNX Runtime has it).")
-BatchOpt = typer.Option(8, "--batch-size", min=1, help="Photos per inference call.")
-WorkersOpt = typer.Option(None, "--workers", min=1, help="Decoding threads (default: one per core).")
-RecursiveOpt = typer.Option(True, "--recursive/--no-recursive", help="Walk subfolders.")
-NoCacheOpt = typer.Option(False, "--no-cache", help="Score everything again; do not read or write the results cache.")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (errors are still printed).")
-RejectAtOpt = typer.Option(None, "--reject-at", min=0.0, max=1.0, help="Reject when P(rejected) >= this, and only then (default: the model card's value, else the most likely class wins).")
-AcceptAtOpt = typer.Option(None, "--accept-at", min=0.0, max=1.0, help="Accept only when P(accepted) >= this.")
-SidecarOpt = typer.Option("digikam", "--sidecar-name", help="digikam: photo.ext.xmp (digiKam, darktable); lightroom: photo.xmp.")
-InFileOpt = typer.Option(False, "--in-file", help="Write XMP into JPEG/TIFF/PNG/WebP files themselves (never into RAW files).")
-ColorOpt = typer.Option(False, "--color-labels", help="Also set color labels: rejected red, pending yellow, accepted green.")
-FocusOpt = typer.Option("rejected", "--focus-check", help="Second look at about twice the input scale, on the sharpest region: at shots the whole view would reject (rejected: not blurry if some part is in focus), at every shot (all: also catches missed focus, about half the speed), or off.")
-OverwriteOpt = typer.Option(False, "--overwrite", help="Replace pick labels and ratings a person set (kept by default).")
+ModelOpt = typer.Option(None, "--model", "-m", metavar="NAME|PATH", rich_help_panel=MODEL, help=f"{_shipped()}, or a .onnx file with its .json card beside it.")
+DeviceOpt = typer.Option("cpu", "--device", metavar="DEVICE", rich_help_panel=MODEL, show_default=False, help="cpu (default), cuda, or auto (CUDA if there).")
+BatchOpt = typer.Option(8, "--batch-size", min=1, metavar="N", rich_help_panel=MODEL, show_default=False, help="Photos per inference call (8).")
+WorkersOpt = typer.Option(None, "--workers", min=1, metavar="N", rich_help_panel=MODEL, help="Decoding threads (default: one per core).")
+RecursiveOpt = typer.Option(True, "--recursive/--no-recursive", rich_help_panel=INPUT, show_default=False, help="Walk subfolders (default: yes).")
+NoCacheOpt = typer.Option(False, "--no-cache", rich_help_panel=INPUT, help="Score again; leave the results cache alone.")
+QuietOpt = typer.Option(False, "--quiet", "-q", rich_help_panel=OUTPUT, help="No progress bar or summary.")
+RejectAtOpt = typer.Option(None, "--reject-at", metavar="P", callback=_probability, rich_help_panel=MODEL, help="Reject when P(rejected) >= P (0-1; default: the card's).")
+AcceptAtOpt = typer.Option(None, "--accept-at", metavar="P", callback=_probability, rich_help_panel=MODEL, help="Accept only when P(accepted) >= P (0-1).")
+SidecarOpt = typer.Option("digikam", "--sidecar-name", metavar="STYLE", rich_help_panel=LABELS, show_default=False, help="digikam (default): photo.ext.xmp; lightroom: photo.xmp.")
+InFileOpt = typer.Option(False, "--in-file", rich_help_panel=LABELS, help="Into JPEG/TIFF/PNG/WebP themselves (RAW: a sidecar).")
+ColorOpt = typer.Option(False, "--color-labels", rich_help_panel=LABELS, help="Also color labels: red, yellow, green.")
+FocusOpt = typer.Option("rejected", "--focus-check", metavar="MODE", rich_help_panel=MODEL, show_default=False, help="Second look at the sharpest region: rejected (default: at rejected shots), all (also missed focus; slower) or off.")
+OverwriteOpt = typer.Option(False, "--overwrite", rich_help_panel=LABELS, help="Replace labels a person set (kept by default).")
 
 
 @dataclass
@@ -97,6 +132,8 @@ class XmpTally:
     # Folders iqs cannot write in -> photos left without labels there (told once per folder).
     unwritable: dict[Path, int] = field(default_factory=dict)
     stopped: str | None = None  # why writing stopped for the rest of the run (journal trouble)
+    # Lightroom-style runs that merged into an existing photo.ext.xmp instead of a new photo.xmp.
+    merged_other_name: int = 0
 
     def write(self, result: ShotResult, options: XmpOptions, recorder=None) -> None:
         if not result.ok:
@@ -128,6 +165,9 @@ class XmpTally:
             self.created += outcome.created
             self.updated += not outcome.created
             self.human_kept += outcome.human_kept
+            if not outcome.in_file and outcome.target != xmp.sidecar_path(outcome.photo,
+                                                                            options.style):
+                self.merged_other_name += 1
 
     def _cannot_write(self, folder: Path) -> bool:
         reason = cannot_write_in(folder)
@@ -143,6 +183,9 @@ class XmpTally:
         text = f"XMP: {self.created} written new, {self.updated} updated"
         if self.human_kept:
             text += f", {self.human_kept} kept labels a person set (--overwrite replaces them)"
+        if self.merged_other_name:
+            text += (f", {self.merged_other_name} into the photo.ext.xmp sidecar already there "
+                     "(a second sidecar would hide it in digiKam or darktable)")
         if self.failed:
             text += f", {self.failed} failed"
         if self.unwritable:
@@ -165,11 +208,22 @@ class ScoringRun:
         return Counter(r.label for r in self.results if r.ok)
 
 
+def _check_folder(folder: Path) -> None:
+    if not folder.exists():
+        fail_usage(f"{folder}: does not exist")
+    if not folder.is_dir():
+        fail_usage(f"{folder}: not a folder (give the folder that holds the photos)")
+
+
 def find_shots(paths: list[str], recursive: bool = True, skip_dirs=(), quiet: bool = False) -> list:
     """The shots (and discovery errors) to score; a clear message and exit when none. Photos
     in formats iqs cannot read are counted and named in one line."""
     if not paths:
         fail_usage("give at least one folder or photo, or - to read paths from stdin")
+    missing = [p for p in paths if p != "-" and not os.path.lexists(p)]
+    if missing:
+        fail_usage(f"{missing[0]}: does not exist" + (f" (and {len(missing) - 1} more given)"
+                                                       if len(missing) > 1 else ""))
     skipped: Counter = Counter()
     if paths == ["-"]:
         entries = list(discover_files(paths_from_stdin(sys.stdin.buffer), skipped=skipped))
@@ -279,38 +333,50 @@ def _print_undo_hint(roots: list[Path], out: Console) -> None:
         out.print(f"undo with: iqs undo {root}", soft_wrap=True)
 
 
+# What an --output file's extension says about its format (anything else needs --format).
+FORMAT_OF_SUFFIX = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
 def _resolve_format(fmt: str, output: Optional[Path]) -> str:
+    fmt = fmt.lower()
     if fmt not in FORMATS:
         fail_usage(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt != "auto":
         return fmt
     if output is not None and str(output) != "-":
-        return {".csv": "csv", ".json": "json"}.get(output.suffix.lower(), "jsonl")
+        if output.exists() and not output.is_file():
+            return "jsonl"  # /dev/stdout, a FIFO: a stream for a program
+        known = FORMAT_OF_SUFFIX.get(output.suffix.lower())
+        if known is None:
+            fail_usage(f"cannot tell the format of {output} from its extension: name it .csv, "
+                       ".json or .jsonl, or give --format (table, jsonl, json, csv)")
+        return known
     return "table" if sys.stdout.isatty() else "jsonl"
 
 
 def _print_summary(run: ScoringRun, quiet: bool) -> None:
-    if not quiet:
+    """The counts and time, for a person at a terminal (a log or a pipe has the records)."""
+    if not quiet and stderr.is_terminal:
         cached = sum(1 for r in run.results if r.cached)
         stderr.print(summary_line(run.counts(), len(run.failed), cached, run.seconds))
 
 
-@app.command()
+@app.command(cls=Command)
 def score(
-    paths: list[str] = typer.Argument(None, help="Folders, photos, or - to read paths from stdin (find ... | iqs score -)."),
+    paths: list[str] = typer.Argument(None, metavar="PATH", show_default=False, help="Folders, photos, or - to read paths from stdin (find ... | iqs score -)."),
+    recursive: bool = RecursiveOpt,
+    no_cache: bool = NoCacheOpt,
     model: Optional[str] = ModelOpt,
     device: str = DeviceOpt,
     batch_size: int = BatchOpt,
     workers: Optional[int] = WorkersOpt,
-    fmt: str = typer.Option("auto", "--format", "-f", help="table, jsonl, json or csv (default: table on a terminal, jsonl when piped)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to this file (written whole, atomically)."),
-    recursive: bool = RecursiveOpt,
-    no_cache: bool = NoCacheOpt,
-    quiet: bool = QuietOpt,
     reject_at: Optional[float] = RejectAtOpt,
     accept_at: Optional[float] = AcceptAtOpt,
     focus_check: str = FocusOpt,
-    write_xmp: bool = typer.Option(False, "--write-xmp", help="Also write pick labels and ratings as XMP (see `iqs cull` for moving and undo)."),
+    fmt: str = typer.Option("auto", "--format", "-f", metavar="FORMAT", rich_help_panel=OUTPUT, show_default=False, help="table, jsonl, json or csv (default: table on a terminal, else jsonl, or -o's extension)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", rich_help_panel=OUTPUT, help="Write results to FILE (.csv, .json, .jsonl), whole or not at all."),
+    quiet: bool = QuietOpt,
+    write_xmp: bool = typer.Option(False, "--write-xmp", rich_help_panel=LABELS, help="Also write XMP labels (`iqs undo` takes them back)."),
     sidecar_name: str = SidecarOpt,
     in_file: bool = InFileOpt,
     color_labels: bool = ColorOpt,
@@ -369,34 +435,34 @@ def _interrupted(where: str, journals: RootJournals | None = None,
     raise typer.Exit(EXIT_INTERRUPTED)
 
 
-@app.command("cull")
+@app.command("cull", cls=Command)
 def cull_command(
-    folder: Path = typer.Argument(..., help="The folder to cull (walked recursively unless --no-recursive)."),
-    move_rejected: bool = typer.Option(False, "--move-rejected", help="Move rejected shots (all their files and sidecars) to FOLDER/_rejected/."),
-    to: Optional[Path] = typer.Option(None, "--to", help="Move rejected shots here instead (outside FOLDER), keeping subfolders."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Score and print the plan; change nothing."),
+    folder: Path = typer.Argument(..., metavar="FOLDER", show_default=False, help="The folder to cull (walked recursively unless --no-recursive)."),
+    recursive: bool = RecursiveOpt,
+    no_cache: bool = NoCacheOpt,
     model: Optional[str] = ModelOpt,
     device: str = DeviceOpt,
     batch_size: int = BatchOpt,
     workers: Optional[int] = WorkersOpt,
-    recursive: bool = RecursiveOpt,
-    no_cache: bool = NoCacheOpt,
-    quiet: bool = QuietOpt,
     reject_at: Optional[float] = RejectAtOpt,
     accept_at: Optional[float] = AcceptAtOpt,
     focus_check: str = FocusOpt,
+    quiet: bool = QuietOpt,
     sidecar_name: str = SidecarOpt,
     in_file: bool = InFileOpt,
     color_labels: bool = ColorOpt,
     overwrite: bool = OverwriteOpt,
+    move_rejected: bool = typer.Option(False, "--move-rejected", rich_help_panel=MOVING, help="Move rejected shots, whole, to FOLDER/_rejected/."),
+    to: Optional[Path] = typer.Option(None, "--to", metavar="FOLDER", rich_help_panel=MOVING, help="... or to this folder (outside FOLDER)."),
+    dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=MOVING, help="Print the plan; change nothing."),
 ) -> None:
     """Score a folder, write XMP labels, and (with --move-rejected) move rejected shots away.
 
-    Every change is journaled first: `iqs undo FOLDER` puts the tree back exactly. Shots a
-    person rated or labelled stay where they are (unless --overwrite).
+    Every change is journaled first: `iqs undo FOLDER` puts the tree back exactly.
+
+    Shots a person rated or labelled stay where they are (unless --overwrite).
     """
-    if not folder.is_dir():
-        fail_usage(f"{folder}: not a folder")
+    _check_folder(folder)
     xmp_options = XmpOptions(sidecar_name, in_file, color_labels, overwrite)
     if to is not None and not move_rejected:
         fail_usage("--to goes with --move-rejected")
@@ -411,7 +477,7 @@ def cull_command(
                        "journal there — make it writable, or use --dry-run")
     options = ScoringOptions(model, device, batch_size, workers, no_cache, quiet, reject_at,
                              accept_at, focus_check)
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     try:
         with FolderLock(folder, action="cull"):
             code = _cull(folder, dest, options, xmp_options, move_rejected, dry_run, recursive, out)
@@ -485,17 +551,16 @@ def _print_plan_notes(plan: cull.CullPlan) -> None:
         stderr.print(f"[yellow]note:[/] {problem}", soft_wrap=True, highlight=False)
 
 
-@app.command("undo")
+@app.command("undo", cls=Command)
 def undo_command(
-    folder: Path = typer.Argument(..., help="The folder a previous `iqs cull` or `iqs score --write-xmp` ran on."),
+    folder: Path = typer.Argument(..., metavar="FOLDER", show_default=False, help="The folder a previous `iqs cull` or `iqs score --write-xmp` ran on."),
 ) -> None:
     """Undo the last `iqs cull` or `iqs score --write-xmp` on FOLDER: move files back, restore
     or remove sidecars.
 
     Each undo goes one run further back; an interrupted undo can simply be run again.
     """
-    if not folder.is_dir():
-        fail_usage(f"{folder}: not a folder")
+    _check_folder(folder)
     try:
         report = undo(folder)
     except FolderBusy as exc:
@@ -504,12 +569,17 @@ def undo_command(
     except JournalError as exc:
         stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(EXIT_SOME_FAILED)
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     if report.nothing_to_undo:
-        out.print(f"nothing to undo in {folder}")
+        above = pending_above(folder)
+        if above is not None:
+            out.print(f"nothing to undo in {folder} itself; the run that changed it was over "
+                      f"{above}: iqs undo {above}")
+        else:
+            out.print(f"nothing to undo in {folder}")
         raise typer.Exit(EXIT_OK)
-    out.print(f"undid the run of {report.started}: {len(report.restored)} files restored, "
-              f"{len(report.removed)} removed")
+    out.print(f"undid the run of {report.started}: {plural(len(report.restored), 'file')} "
+              f"restored, {len(report.removed)} removed")
     for line in report.kept:
         stderr.print(f"[yellow]kept:[/] {line}", soft_wrap=True)
     for line in report.errors:
@@ -523,7 +593,7 @@ def undo_command(
 def _training():
     """The training package, imported only by train/eval/export (it needs torch)."""
     try:
-        from training import commands
+        from iqs_training import commands
     except ImportError as exc:
         fail_usage(f"training needs the `train` extra ({exc.name or exc} is missing): "
                    "pip install 'iqs[train]' (or `pip install \".[train]\"` in a checkout)")
@@ -545,15 +615,39 @@ def train(
     allow_missing: bool = AllowMissingOpt,
 ) -> None:
     """Train a model from a config (needs the `train` extra: torch)."""
+    import shlex
+    import warnings
+
+    from rich.markup import escape
+
     commands = _training()
-    try:
-        result = commands.train(config, data_root, out, device=device, resume=resume, epochs=epochs,
-                                progress=True, allow_missing=allow_missing)
-    except commands.CommandError as exc:
-        fail_usage(str(exc))
-    Console(highlight=False).print(f"best checkpoint: {result.best_checkpoint}\n"
-                                   f"export it with: iqs export {result.best_checkpoint} --out weights/NAME "
-                                   f"--config {config} --data-root {data_root}")
+    said: list[str] = []
+    shown_by_python = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # What the data lacks is the user's business: one plain line, not Python's file:line.
+        if not issubclass(category, commands.USER_WARNINGS):
+            return shown_by_python(message, category, filename, lineno, file, line)
+        said.append(str(message))
+        stderr.print(f"[bold yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            result = commands.train(config, data_root, out, device=device, resume=resume,
+                                    epochs=epochs, progress=True, allow_missing=allow_missing)
+        except commands.CommandError as exc:
+            fail_usage(str(exc))
+    if said:  # a long run pushes them out of sight
+        stderr.print(f"[bold yellow]note:[/] {len(said)} warning{'s' if len(said) > 1 else ''} "
+                     "about the data above", soft_wrap=True)
+    hint, model, note = commands.export_hint(result.best_checkpoint, config, data_root,
+                                             result.split_sizes)
+    # Plain print: each command must stay one line, exactly as it can be pasted.
+    print(f"best checkpoint: {result.best_checkpoint}\nexport it with: {hint}", flush=True)
+    if note:
+        print(f"({note})", flush=True)
+    print(f"then score with: iqs score PHOTOS --model {shlex.quote(str(model))}", flush=True)
 
 
 @app.command("eval")
@@ -573,7 +667,7 @@ def eval_command(
                                    allow_missing=allow_missing)
     except commands.CommandError as exc:
         fail_usage(str(exc))
-    from training.evaluate import plain_json
+    from iqs_training.evaluate import plain_json
 
     print(json.dumps(plain_json(report), indent=2))
 

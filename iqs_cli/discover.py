@@ -78,20 +78,37 @@ def is_photo_name(name: str | os.PathLike) -> bool:
 
 
 def skipped_summary(skipped: Counter[str]) -> str:
-    """One line for the photos `discover` passed over, e.g. "2 .jxl files skipped (...)".
+    """One line for what `discover` / `discover_files` passed over, e.g. "2 .jxl files skipped
+    (...)"; "" when nothing was skipped. Photo formats iqs cannot read come first (most
+    frequent first), then folders, hidden and other files from a list."""
+    def files(n: int, what: str) -> str:
+        return f"{n} {what} file{'' if n == 1 else 's'}"
 
-    Most frequent extension first; "" when nothing was skipped.
-    """
-    counts = sorted(((n, ext) for ext, n in skipped.items() if n > 0), key=lambda c: (-c[0], c[1]))
-    if not counts:
-        return ""
-    parts = [f"{n} {ext} file{'' if n == 1 else 's'}" for n, ext in counts]
-    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    images = " ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
-    return (
-        f"{listed} skipped (iqs reads {images} and camera RAW;"
-        " export them as JPEG to score them)"
-    )
+    kinds = {SKIPPED_FOLDER, SKIPPED_HIDDEN, SKIPPED_OTHER}
+    counts = sorted(((n, ext) for ext, n in skipped.items() if n > 0 and ext not in kinds),
+                    key=lambda c: (-c[0], c[1]))
+    parts = []
+    if counts:
+        listed = [files(n, ext) for n, ext in counts]
+        images = " ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        parts.append(_and(listed) + f" skipped (iqs reads {images} and camera RAW; export them "
+                     "as JPEG to score them)")
+    other = []
+    if skipped.get(SKIPPED_FOLDER):
+        n = skipped[SKIPPED_FOLDER]
+        other.append(f"{n} folder{'' if n == 1 else 's'} (give folders as arguments to walk "
+                     "them)")
+    if skipped.get(SKIPPED_HIDDEN):
+        other.append(files(skipped[SKIPPED_HIDDEN], "hidden"))
+    if skipped.get(SKIPPED_OTHER):
+        other.append(files(skipped[SKIPPED_OTHER], "non-photo"))
+    if other:
+        parts.append("from the list: " + _and(other) + " skipped, as a walk skips them")
+    return "; ".join(parts)
+
+
+def _and(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def discover(
@@ -138,32 +155,39 @@ def discover(
             yield DiscoveryError(raw, kind)
 
 
+# Keys of the `skipped` Counter for list entries that are not photos at all (photo formats iqs
+# cannot read are counted by their extension, ".jxl").
+SKIPPED_FOLDER, SKIPPED_HIDDEN, SKIPPED_OTHER = "folder", "hidden", "other"
+
+
 def discover_files(
     paths: Iterable[str], skipped: Counter[str] | None = None
 ) -> Iterator[Shot | DiscoveryError]:
     """Shots for a list of files (from `paths_from_stdin`), RAW+JPEG siblings grouped.
 
-    A folder in the list is an error: `find DIR` lists folders as well as their files, and
-    walking them would score the files twice. Entries that are not photos (sidecars, notes)
-    and hidden names are skipped without a word, as when walking a folder, because a list from
-    `find -type f` holds them too; missing files and broken links are errors. `skipped` counts
-    the entries passed over that are photos iqs cannot read, as in `discover`.
+    Entries are treated as a walk treats what it finds: hidden names, files that are not
+    photos (sidecars, notes) and photos iqs cannot read are skipped, and so are folders
+    (`find DIR` lists folders as well as their files: walking them would score the files
+    twice). `skipped` counts all of those (SKIPPED_FOLDER, SKIPPED_HIDDEN, SKIPPED_OTHER, or the
+    extension of a photo iqs cannot read), for one note. Missing files and broken links are
+    errors.
     """
     walker = _Walker(recursive=False, skip_dirs=(), rejected_dirname="")
+    skipped = Counter() if skipped is None else skipped
     accepted: list[str] = []
     order: list[tuple[str, str | None]] = []  # (entry, error message or None)
     for raw in paths:
         if _is_hidden(os.path.basename(raw.rstrip(os.sep))):
+            skipped[SKIPPED_HIDDEN] += 1
             continue
         kind = _classify_input(raw)
         if kind == "folder":
-            order.append((raw, "is a folder; pass folders as arguments, or use `find -type f`"))
+            skipped[SKIPPED_FOLDER] += 1
         elif kind == "file":
             accepted.append(_absolute(raw))
             order.append((raw, None))
         elif kind.startswith("not a photo iqs can read"):
-            if skipped is not None and (ext := _skipped_extension(raw)):
-                skipped[ext] += 1
+            skipped[_skipped_extension(raw) or SKIPPED_OTHER] += 1
         else:
             order.append((raw, kind))
     groups = _group_paths(accepted)

@@ -98,7 +98,8 @@ class ResultWriter:
             json.dump([r.to_dict() for r in self.results], self.stream, ensure_ascii=False, indent=2)
             self.stream.write("\n")
         elif self.fmt == "table":
-            (console or Console(file=self.stream)).print(results_table(self.results, wording))
+            console = console or Console(file=self.stream)
+            console.print(results_table(self.results, wording, width=console.width))
         self.stream.flush()
 
 
@@ -116,25 +117,82 @@ def reasons_text(reasons: list[str], wording: dict[str, str] | None = None) -> s
     return REASON_SEPARATOR.join(wording.get(token, token) for token in reasons)
 
 
-def results_table(results: list[ShotResult], wording: dict[str, str] | None = None) -> Table:
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column("photo", overflow="fold")
-    table.add_column("label")
-    table.add_column("MOS", justify="right")
-    table.add_column("rating")
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 shot', '2 shots' ('1 file restored', not '1 files restored')."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def common_folder(results: list[ShotResult]) -> str | None:
+    """The folder that holds every result (the table shows paths relative to it)."""
+    folders = [os.path.dirname(r.path) for r in results if os.path.isabs(r.path)]
+    if not folders:
+        return None
+    try:
+        return os.path.commonpath(folders)
+    except ValueError:  # different drives (Windows)
+        return None
+
+
+def shot_name(result: ShotResult, base: str | None) -> str:
+    """The scored file relative to `base`, and what else belongs to the shot: 'IMG_1.JPG +CR2'."""
+    name = result.path
+    if base is not None:
+        relative = os.path.relpath(result.path, base)
+        name = relative if not relative.startswith("..") else result.path
+    others = [Path(f).suffix.lstrip(".") or Path(f).name for f in result.files
+              if f != result.path]
+    return name + "".join(f" +{other}" for other in others)
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """`text` cut to `width` characters in the middle (the file name at the end is kept whole
+    when it fits), marked with '…'."""
+    if len(text) <= width:
+        return text
+    if width < 5:
+        return text[:width]
+    folder, sep, name = text.rpartition("/")
+    if sep and len(name) + 2 <= width:
+        return folder[: width - len(name) - 2] + "…/" + name
+    keep = width - 1
+    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+
+
+# Columns beside the photo: label (8), MOS with stars ("93.8 ★★★★★", 10) and the padding
+# and rules between four columns (9).
+_FIXED_COLUMNS = 8 + 10 + 9
+_MIN_WHY = 20
+
+
+def results_table(results: list[ShotResult], wording: dict[str, str] | None = None,
+                  width: int = 120) -> Table:
+    """The results for people, best first, errors last, in `width` columns: paths relative to
+    the folder holding them all (the title names it), cut in the middle when too long."""
+    base = common_folder(results)
+    names = {id(r): shot_name(r, base) for r in results}
+    longest = max((len(n) for n in names.values()), default=5)
+    photo_width = max(12, min(longest, width - _FIXED_COLUMNS - _MIN_WHY))
+    table = Table(show_edge=False, header_style="bold", pad_edge=False,
+                  title=f"in {base}" if base else None, title_justify="left",
+                  title_style="dim")
+    table.add_column("photo", no_wrap=True, max_width=photo_width)
+    table.add_column("label", no_wrap=True)
+    table.add_column("MOS  stars", no_wrap=True)
     table.add_column("why / error", overflow="fold")
     scored = sorted((r for r in results if r.ok), key=lambda r: -(r.mos or 0.0))
     for r in scored:
-        name = display_path(r.path)
-        if len(r.files) > 1:
-            name += f" (+{len(r.files) - 1})"
+        score = Text(f"{r.mos:4.1f} ")
+        if r.label != "rejected":
+            score.append_text(stars_text(r.stars, r.label))
         table.add_row(
-            name, Text(r.label or "", style=LABEL_STYLES.get(r.label or "", "")),
-            f"{r.mos:.1f}", stars_text(r.stars, r.label), reasons_text(r.reasons, wording),
+            shorten_middle(names[id(r)], photo_width),
+            Text(r.label or "", style=LABEL_STYLES.get(r.label or "", "")),
+            score, reasons_text(r.reasons, wording),
         )
     for r in results:
         if not r.ok:
-            table.add_row(display_path(r.path), Text("error", style="bold magenta"), "", "",
+            table.add_row(shorten_middle(names[id(r)], photo_width),
+                          Text("error", style="bold magenta"), "",
                           Text(r.error or "", style="magenta"))
     return table
 
@@ -146,8 +204,10 @@ def summary_line(results_count: dict[str, int], failed: int, cached: int, second
         text.append(f"{results_count.get(label, 0)} {label}", style=LABEL_STYLES[label])
         text.append(", ")
     text.append(f"{failed} failed", style="bold magenta" if failed else "")
-    rate = total / seconds if seconds > 0 else 0.0
-    text.append(f" — {total} shots in {seconds:.1f} s ({rate:.1f}/s)")
+    text.append(f" — {plural(total, 'shot')} in {seconds:.1f} s")
+    scored = total - cached
+    if scored >= 10 and seconds >= 1.0:  # a rate from a handful of photos says nothing
+        text.append(f" ({scored / seconds:.1f}/s)")
     if cached:
         text.append(f", {cached} from cache")
     return text
@@ -168,4 +228,6 @@ def open_output(path: Path | None) -> tuple[IO[str], AtomicTextFile | None]:
 
 
 def console_for(stream: IO[str]) -> Console:
-    return Console(file=stream, soft_wrap=False, width=None if stream.isatty() else 160)
+    """A terminal's own width; in a file or pipe $COLUMNS, else 160 (wide enough not to cut)."""
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS") or 160)
+    return Console(file=stream, soft_wrap=False, width=width)

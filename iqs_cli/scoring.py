@@ -67,7 +67,8 @@ class Scorer:
 
     def _start(self, entry: Shot | DiscoveryError, pool: ThreadPoolExecutor) -> _Item:
         if isinstance(entry, DiscoveryError):
-            return _Item(ShotResult(path=entry.path, files=[entry.path], error=entry.message))
+            path = os.path.abspath(entry.path) if entry.path else entry.path  # records are absolute
+            return _Item(ShotResult(path=path, files=[path], error=entry.message))
         result = ShotResult(
             path=str(entry.primary), files=[str(f) for f in entry.files],
             model=self.card.name, model_version=self.card.version,

@@ -137,6 +137,22 @@ def _pending(root: Path) -> Path | None:
     return None
 
 
+def pending_above(folder: Path | str) -> Path | None:
+    """The nearest folder above `folder` with a run not undone yet that changed something
+    inside `folder` (to tell someone who asked to undo a subfolder of a culled folder)."""
+    folder = Path(folder).expanduser().resolve()
+    for above in folder.parents:
+        candidate = _pending(above)
+        if candidate is None:
+            continue
+        inside = folder.relative_to(above).as_posix() + "/"
+        for entry in read_journal(candidate):
+            stored = entry.get("path") or entry.get("src") or ""
+            if isinstance(stored, str) and (stored + "/").startswith(inside):
+                return above
+    return None
+
+
 def undo(root: Path | str, journal: Path | str | None = None) -> UndoReport:
     """Undo the newest run over `root` not undone yet (or the given journal).
 

@@ -136,9 +136,22 @@ def writes_in_file(photo: Path | str, in_file: bool) -> bool:
     return in_file and Path(photo).suffix.lower() in IN_FILE_SUFFIXES
 
 
+def sidecar_in_use(photo: Path | str, style: str = "digikam") -> Path:
+    """The sidecar labels for `photo` go to: the style's name, except that with the Lightroom
+    style an existing `photo.ext.xmp` (and no `photo.xmp`) is merged into. A second sidecar
+    would split the labels: digiKam reads `photo.xmp` first and darktable only `photo.ext.xmp`
+    (docs/design.md, XMP)."""
+    chosen = sidecar_path(photo, style)
+    if style == "lightroom" and not os.path.lexists(chosen):
+        existing = sidecar_path(photo, "digikam")
+        if os.path.lexists(existing):
+            return existing
+    return chosen
+
+
 def target_path(photo: Path | str, *, style: str = "digikam", in_file: bool = False) -> Path:
     """The file `write_labels` would write for `photo` (for dry runs and journals)."""
-    return Path(photo) if writes_in_file(photo, in_file) else sidecar_path(photo, style)
+    return Path(photo) if writes_in_file(photo, in_file) else sidecar_in_use(photo, style)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -817,7 +830,7 @@ def write_labels(photo: Path | str, result: ShotResult, *, style: str = "digikam
         return _write_in_file(photo, result, color_labels=color_labels, overwrite=overwrite,
                               recorder=recorder, now=now)
 
-    target = sidecar_path(photo, style)
+    target = sidecar_in_use(photo, style)
     _require_name_fits(photo, target)
     what = f"existing sidecar {target}"
     existing = _read_existing(target, what)

@@ -7,16 +7,31 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest_plugins = ["pytester"]  # tests of this file's own summary hook
+
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 SHARED_DATA = TESTS.parent.parent / "shared" / "data"
+NO_SHARED_DATA = "../shared/data is not beside this checkout"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
-        pytest.skip("../shared/data is not beside this checkout")
+        pytest.skip(NO_SHARED_DATA)
     return SHARED_DATA
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say in the summary (not only with -rs) when tests were skipped for want of the small
+    fixtures in ../shared/data, and where they come from."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if NO_SHARED_DATA in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} tests skipped: {NO_SHARED_DATA} (the repository's sibling folder "
+            "shared/data holds small samples of the public datasets and RAW files; clone it "
+            "beside this checkout to run them)")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from conftest import make_photo
 from PIL import Image
 from scipy import ndimage
 
-from training.baselines import (
+from iqs_training.baselines import (
     LIVE_MODEL_PATH,
     PATCH_SIZE,
     baseline_scores,

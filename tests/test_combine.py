@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import make_photo
-from training.datasets.base import CLASS_INDEX, DatasetError, Record
-from training.datasets.combine import (
+from iqs_training.datasets.base import CLASS_INDEX, DatasetError, Record
+from iqs_training.datasets.combine import (
     DEFAULT_RULES,
     ClassRules,
     confusion_by_dataset,
@@ -102,7 +102,7 @@ def test_combined_json_loads_every_dataset(combined):
 
 def test_combined_json_train_section_is_one_the_train_loop_accepts():
     pytest.importorskip("torch")
-    from training.train import merge_config
+    from iqs_training.train import merge_config
 
     train = merge_config(json.loads(COMBINED.read_text())["train"])
     assert train["input"]["size"] == 384

@@ -18,8 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from iqs_cli.card import InputSpec  # noqa: E402
-from training import crossval  # noqa: E402
-from training.train import merge_config, model_from_config, save_weights_checkpoint  # noqa: E402
+from iqs_training import crossval  # noqa: E402
+from iqs_training.train import merge_config, model_from_config, save_weights_checkpoint  # noqa: E402
 
 CONFIG = {
     "seed": 0,

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.datasets.ava import read_ava
-from training.datasets.base import DatasetError
-from training.datasets.clive import read_clive
-from training.datasets.csvfile import DatasetWarning, read_csv
-from training.datasets.eva import read_eva
-from training.datasets.koniq import read_koniq10k
-from training.datasets.registry import READERS, read_dataset
-from training.datasets.spaq import defect_severity, read_spaq
+from iqs_training.datasets.ava import read_ava
+from iqs_training.datasets.base import DatasetError
+from iqs_training.datasets.clive import read_clive
+from iqs_training.datasets.csvfile import DatasetWarning, read_csv
+from iqs_training.datasets.eva import read_eva
+from iqs_training.datasets.koniq import read_koniq10k
+from iqs_training.datasets.registry import READERS, read_dataset
+from iqs_training.datasets.spaq import defect_severity, read_spaq
 
 
 def touch(path: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -178,8 +179,9 @@ def test_folder_named_like_a_photo(tmp_path):
     _touch(tmp_path, "x.jpg/inside.jpg")
     assert _names(discover([tmp_path]), tmp_path) == [["x.jpg/inside.jpg"]]
     assert _names(discover([tmp_path / "x.jpg"]), tmp_path) == [["x.jpg/inside.jpg"]]
-    (error,) = discover_files([str(tmp_path / "x.jpg")])
-    assert error.message == "is a folder; pass folders as arguments, or use `find -type f`"
+    skipped = Counter()
+    assert list(discover_files([str(tmp_path / "x.jpg")], skipped=skipped)) == []
+    assert skipped == Counter({"folder": 1})  # a folder in a list is passed over, with a note
 
 
 def test_unreadable_folder_is_an_error_and_the_walk_goes_on(tmp_path, monkeypatch):
@@ -259,12 +261,13 @@ def test_discover_files_groups_siblings_and_skips_what_find_lists(tmp_path):
         str(d / "IMG_1.JPG"),
         str(d / "gone.jpg"),
     ]
-    results = list(discover_files(listing))
+    skipped = Counter()
+    results = list(discover_files(listing, skipped=skipped))
     assert _names(results, tmp_path) == [
-        ("error", "d"),
         ["d/IMG_1.CR2", "d/IMG_1.JPG"],
         ["d/IMG_2.JPG"],
         ("error", "d/gone.jpg"),
     ]
-    assert results[1].primary.name == "IMG_1.JPG"
-    assert results[3].message == "no such file or folder"
+    assert skipped == Counter({"folder": 1, "hidden": 1, "other": 2})  # the .xmp and the .txt
+    assert results[0].primary.name == "IMG_1.JPG"
+    assert results[2].message == "no such file or folder"

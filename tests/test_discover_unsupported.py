@@ -67,7 +67,7 @@ def test_stdin_lists_count_like_walks(tmp_path):
     entries = [str(tmp_path / n) for n in ("a.jxl", "b.jpg", "c.gif", "d.txt", ".e.jxl")]
     shots = list(discover_files(entries, skipped=skipped))
     assert [s.primary.name for s in shots] == ["b.jpg"]
-    assert skipped == Counter({".jxl": 1, ".gif": 1})
+    assert skipped == Counter({".jxl": 1, ".gif": 1, "other": 1, "hidden": 1})
 
 
 def test_dangling_link_named_like_an_unreadable_photo_is_not_counted(tmp_path):

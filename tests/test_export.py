@@ -14,12 +14,12 @@ ort = pytest.importorskip("onnxruntime")
 from conftest import make_photo  # noqa: E402
 from iqs_cli.card import InputSpec, file_sha256, image_to_tensor, load_card  # noqa: E402
 from iqs_cli.decode import load_rgb  # noqa: E402
-from training.data import RecordDataset, record_tensor  # noqa: E402
-from training.datasets.base import Record  # noqa: E402
-from training.evaluate import evaluate_model  # noqa: E402
-from training.export import export_model  # noqa: E402
-from training.model import IQSNet  # noqa: E402
-from training.train import save_weights_checkpoint  # noqa: E402
+from iqs_training.data import RecordDataset, record_tensor  # noqa: E402
+from iqs_training.datasets.base import Record  # noqa: E402
+from iqs_training.evaluate import evaluate_model  # noqa: E402
+from iqs_training.export import export_model  # noqa: E402
+from iqs_training.model import IQSNet  # noqa: E402
+from iqs_training.train import save_weights_checkpoint  # noqa: E402
 
 ATTRIBUTES = ["blur", "noise", "underexposure", "overexposure", "compression", "color"]
 SPEC = InputSpec(size=96, resize="squash")
@@ -52,7 +52,7 @@ def photos(shared_data) -> list:
 
 
 def torch_outputs(checkpoint, batch: np.ndarray):
-    from training.train import load_checkpoint
+    from iqs_training.train import load_checkpoint
 
     net, _ = load_checkpoint(checkpoint)
     with torch.no_grad():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.headfit import REJECT_AT_GRID, _folds, _logistic_cv, choose_reject_at, fit_mos, mos_logit
-from training.metrics import srcc
+from iqs_training.headfit import REJECT_AT_GRID, _folds, _logistic_cv, choose_reject_at, fit_mos, mos_logit
+from iqs_training.metrics import srcc
 
 
 def test_folds_keep_groups_together():

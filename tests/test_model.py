@@ -12,7 +12,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from iqs_cli.card import InputSpec, image_to_tensor  # noqa: E402
 from iqs_cli.decode import load_rgb  # noqa: E402
-from training import model as M  # noqa: E402
+from iqs_training import model as M  # noqa: E402
 
 LADYBUG, DAISY = 301, 985  # ImageNet class indices
 
@@ -182,7 +182,7 @@ def test_mos_span_maps_the_logit_linearly_wider_and_clips_to_the_scale():
 
 
 def test_multiscale_blocks_taps_every_block():
-    from training.model import IQSNet, ModelError
+    from iqs_training.model import IQSNet, ModelError
 
     net = IQSNet("lite0", num_attributes=2, pretrained=False, multiscale="blocks", trainable_blocks=0,
                  train_conv_head=False)
@@ -195,8 +195,8 @@ def test_multiscale_blocks_taps_every_block():
 
 
 def test_synthetic_use_mos_false_masks_only_the_mos_target(shared_data):
-    from training.data import SYNTHETIC_DATASET, SyntheticDataset
-    from training.datasets.synthetic import ATTRIBUTES, SyntheticDistortions
+    from iqs_training.data import SYNTHETIC_DATASET, SyntheticDataset
+    from iqs_training.datasets.synthetic import ATTRIBUTES, SyntheticDistortions
 
     refs = sorted((shared_data / "pristine").glob("mate-*.jpg"))[:2]
     distortions = SyntheticDistortions(refs, crop_size=64, samples_per_epoch=2, seed=0,
@@ -211,8 +211,8 @@ def test_synthetic_use_mos_false_masks_only_the_mos_target(shared_data):
 
 
 def test_synthetic_items_name_their_reference_photo(shared_data):
-    from training.data import SYNTHETIC_DATASET, SyntheticDataset
-    from training.datasets.synthetic import ATTRIBUTES, SyntheticDistortions
+    from iqs_training.data import SYNTHETIC_DATASET, SyntheticDataset
+    from iqs_training.datasets.synthetic import ATTRIBUTES, SyntheticDistortions
 
     refs = sorted((shared_data / "pristine").glob("mate-*.jpg"))[:3]
     distortions = SyntheticDistortions(refs, crop_size=64, samples_per_epoch=6, seed=0,

@@ -202,12 +202,11 @@ def _bad_inputs(folder: Path, shared: Path | None) -> dict[str, str]:
 def test_bad_inputs_each_get_one_line_and_the_run_goes_on(tmp_path, tiny_model, shared_data):
     folder = tmp_path / "bad"
     expected = _bad_inputs(folder, shared_data)
-    missing = tmp_path / "does-not-exist"
-    result = score(str(folder), str(missing), "--model", str(tiny_model), "-f", "jsonl")
+    result = score(str(folder), "--model", str(tiny_model), "-f", "jsonl")
     assert result.exit_code == 1
     records = {Path(r["path"]).name: r for r in jsonl(result.stdout)}
+    assert all(os.path.isabs(r["path"]) for r in records.values())
     assert records["good.jpg"]["error"] is None and records["good.jpg"]["label"]
-    assert records["does-not-exist"]["error"] and "no such file" in records["does-not-exist"]["error"]
     for name, words in expected.items():
         assert records[name]["error"] and words in records[name]["error"].lower(), (name, records[name])
         lines = [line for line in result.stderr.splitlines() if name.encode("utf-8", "backslashreplace").decode() in line
@@ -215,12 +214,31 @@ def test_bad_inputs_each_get_one_line_and_the_run_goes_on(tmp_path, tiny_model, 
         assert len(lines) == 1, (name, result.stderr)
 
 
-def test_folder_named_like_a_photo_from_stdin(tmp_path, tiny_model):
+def test_a_path_that_does_not_exist_is_a_usage_error(photos, tmp_path, tiny_model):
+    missing = tmp_path / "does-not-exist"
+    result = score(str(photos), str(missing), "--model", str(tiny_model), "-f", "jsonl")
+    assert result.exit_code == 2 and f"{missing}: does not exist" in result.stderr
+    assert result.stdout == ""  # nothing scored: the command line needs fixing first
+    for command in ("cull", "undo"):
+        result = runner.invoke(app, [command, str(missing)])
+        assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_folders_and_non_photos_from_stdin_are_skipped_with_one_note(photos, tmp_path, tiny_model):
     (tmp_path / "x.jpg").mkdir()
-    result = score("-", "--model", str(tiny_model), "-f", "jsonl", input=f"{tmp_path / 'x.jpg'}\n".encode())
-    assert result.exit_code == 1
-    [record] = jsonl(result.stdout)
-    assert "folder" in record["error"]
+    (tmp_path / ".hidden.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("a note")
+    odd = [tmp_path / "x.jpg", tmp_path / ".hidden.jpg", tmp_path / "notes.txt", tmp_path]
+    files = [p for p in sorted(photos.rglob("*")) if p.is_file()]
+    listing = "\n".join(str(p) for p in [*odd, *files]) + "\n"
+    result = score("-", "--model", str(tiny_model), "-f", "jsonl", input=listing.encode())
+    assert result.exit_code == 0, result.output
+    assert len(jsonl(result.stdout)) == 3
+    note = " ".join(result.stderr.split())
+    assert ("from the list: 2 folders (give folders as arguments to walk them), 1 hidden file and "
+            "1 non-photo file skipped") in note
+    only_folders = score("-", "--model", str(tiny_model), input=f"{tmp_path / 'x.jpg'}\n".encode())
+    assert only_folders.exit_code == 1 and "no photos found in stdin" in only_folders.stderr
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")

@@ -9,8 +9,8 @@ from PIL import Image
 pytest.importorskip("scipy")
 pytest.importorskip("torch")
 
-from training import style_report  # noqa: E402
-from training.datasets import styles  # noqa: E402
+from iqs_training import style_report  # noqa: E402
+from iqs_training.datasets import styles  # noqa: E402
 
 
 def test_proxy_set_holds_every_look_and_is_scored(tmp_path, tiny_model):

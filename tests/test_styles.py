@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("scipy")
 torch = pytest.importorskip("torch")
 
-from training.datasets import styles  # noqa: E402
+from iqs_training.datasets import styles  # noqa: E402
 
 
 def _textured(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
@@ -92,9 +92,9 @@ def test_style_groups_in_the_synthetic_dataset(tmp_path):
     from PIL import Image
 
     from iqs_cli.card import InputSpec
-    from training.data import SYNTHETIC_DATASET, SyntheticDataset
-    from training.datasets.base import CLASS_INDEX
-    from training.datasets.synthetic import SyntheticDistortions
+    from iqs_training.data import SYNTHETIC_DATASET, SyntheticDataset
+    from iqs_training.datasets.base import CLASS_INDEX
+    from iqs_training.datasets.synthetic import SyntheticDistortions
 
     refs = []
     for i in range(2):

@@ -8,8 +8,8 @@ import pytest
 from conftest import make_photo
 from scipy import ndimage
 
-from training.datasets.base import CLASS_INDEX
-from training.datasets.synthetic import (
+from iqs_training.datasets.base import CLASS_INDEX
+from iqs_training.datasets.synthetic import (
     ATTRIBUTES,
     DISTORTIONS,
     LEVELS,
@@ -20,7 +20,7 @@ from training.datasets.synthetic import (
     distort,
     random_distortion,
 )
-from training.fullref import (
+from iqs_training.fullref import (
     DEFAULT_MAPPING,
     TARGET_QUALITY,
     calibration_rows,

@@ -20,10 +20,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from iqs_cli.card import file_sha256, load_card  # noqa: E402
-from training import commands  # noqa: E402
-from training.metrics import rmse, srcc  # noqa: E402
+from iqs_training import commands  # noqa: E402
+from iqs_training.metrics import rmse, srcc  # noqa: E402
 
 LEVELS = (0, 1, 2, 3, 4)
+# 100 photos are far fewer than a real run wants (iqs train warns); enough to prove the pipeline.
+pytestmark = pytest.mark.filterwarnings("ignore::iqs_training.datasets.base.DataWarning")
 
 
 def level_mos(level: int) -> float:
@@ -169,7 +171,7 @@ def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_old_folder(t
 
 
 def test_loss_uses_only_the_targets_a_sample_has():
-    from training.losses import LossConfig, MultiTaskLoss
+    from iqs_training.losses import LossConfig, MultiTaskLoss
 
     criterion = MultiTaskLoss(LossConfig.from_dict({"plcc_weight": 1.0, "rank_weight": 1.0}))
     logits = torch.zeros(4, 3, requires_grad=True)
@@ -196,7 +198,7 @@ def test_loss_uses_only_the_targets_a_sample_has():
 
 
 def test_emd_knows_the_classes_are_ordered():
-    from training.losses import emd_loss
+    from iqs_training.losses import emd_loss
 
     accepted = torch.tensor([2])
     says_pending = torch.tensor([[0.0, 5.0, 0.0]])
@@ -206,7 +208,7 @@ def test_emd_knows_the_classes_are_ordered():
 
 
 def test_synthetic_rank_loss_wants_milder_levels_higher():
-    from training.losses import synthetic_rank_loss
+    from iqs_training.losses import synthetic_rank_loss
 
     reference = torch.tensor([7, 7, 7, 8, -1])
     distortion = torch.tensor([3, 3, 3, 3, -1])
@@ -220,7 +222,7 @@ def test_synthetic_rank_loss_wants_milder_levels_higher():
 
 
 def test_metrics_against_known_values():
-    from training import metrics as M
+    from iqs_training import metrics as M
 
     x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     assert M.srcc(x, x ** 3) == pytest.approx(1.0) and M.krcc(x, -x) == pytest.approx(-1.0)
@@ -235,8 +237,8 @@ def test_metrics_against_known_values():
 
 
 def test_synthetic_ladders_train_through_the_feature_cache(shared_data, tmp_path):
-    from training.datasets.base import Record
-    from training.train import train_model
+    from iqs_training.datasets.base import Record
+    from iqs_training.train import train_model
 
     val = [Record(path=p, dataset="pristine", mos=85.0)
            for p in sorted((shared_data / "pristine").glob("*.jpg"))[:3]]

@@ -151,6 +151,12 @@ def test_every_file_of_a_raw_plus_jpeg_shot_is_labelled(tmp_path):
     outcomes = xmp.write_shot(result)
     assert [o.target.name for o in outcomes] == ["IMG_7.CR2.xmp", "IMG_7.JPG.xmp"]
 
+    # With photo.ext.xmp sidecars there, Lightroom style merges into them (a second sidecar
+    # would hide them); without, RAW + JPEG share photo.xmp.
+    assert [o.target.name for o in xmp.write_shot(result, style="lightroom")] == [
+        "IMG_7.CR2.xmp", "IMG_7.JPG.xmp"]
+    for sidecar in ("IMG_7.CR2.xmp", "IMG_7.JPG.xmp"):
+        (tmp_path / sidecar).unlink()
     outcomes = xmp.write_shot(result, style="lightroom")
     assert [o.target.name for o in outcomes] == ["IMG_7.xmp"]  # RAW + JPEG share it
 

@@ -10,9 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import warnings
 from pathlib import Path
 
-from training.datasets.base import DatasetError, Record
+from .datasets.base import DataWarning, DatasetError, Record
+from .datasets.csvfile import DatasetWarning
+
+# Below these many labelled photos a run still trains, but says so (docs/design.md: a
+# 139-photo validation split already moves by +-0.04 SRCC from split to split).
+MIN_TRAIN_PHOTOS = 200
+MIN_SPLIT_PHOTOS = 30
+
+# What a run tells its user about the data (the command line prints them as warnings).
+USER_WARNINGS = (DataWarning, DatasetWarning)
 
 
 class CommandError(Exception):
@@ -45,7 +56,7 @@ def train_section(config: dict) -> dict:
 
 
 def _load_data(config: dict, data_root: Path, allow_missing: bool = False):
-    from training.datasets.combine import load_combined
+    from .datasets.combine import load_combined
 
     try:
         return load_combined(config, Path(data_root), allow_missing=allow_missing)
@@ -54,13 +65,37 @@ def _load_data(config: dict, data_root: Path, allow_missing: bool = False):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from training.evaluate import plain_json
+    from .evaluate import plain_json
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(plain_json(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def labelled_counts(data) -> dict[str, int]:
+    """Photos with a MOS or a class in each split of a training.datasets.combine CombinedData."""
+    return {split: sum(1 for r in data.split(split) if r.mos is not None or r.label is not None)
+            for split in ("train", "val", "test")}
+
+
+def data_warnings(counts: dict[str, int], source: str) -> list[str]:
+    """Too little data, said with the numbers: `counts` from labelled_counts, `source` names
+    where the photos come from (the config)."""
+    found = []
+    n = counts.get("train", 0)
+    if 0 < n < MIN_TRAIN_PHOTOS:
+        found.append(f"only {n} labelled photos for training (at least {MIN_TRAIN_PHOTOS} "
+                     f"recommended; {source}): the model will follow these photos more than what "
+                     "makes a photo good; rate more photos")
+    for split in ("val", "test"):
+        n = counts.get(split, 0)
+        if 0 < n < MIN_SPLIT_PHOTOS:
+            found.append(f"only {n} labelled photos in the {split!r} split (at least "
+                         f"{MIN_SPLIT_PHOTOS} recommended; {source}): its SRCC and accuracy "
+                         "are mostly chance; rate more photos or give the split a larger share")
+    return found
 
 
 def train(config: Path, data_root: Path, out_dir: Path, device: str = "cpu", resume: bool = False,
@@ -70,8 +105,8 @@ def train(config: Path, data_root: Path, out_dir: Path, device: str = "cpu", res
 
     epochs overrides the config's; stop_after ends this call after that many epochs (continue
     with resume=True: the result is the same as one uninterrupted run)."""
-    from training.export import git_commit
-    from training.train import TrainError, merge_config, train_model
+    from .export import git_commit
+    from .train import TrainError, merge_config, train_model
 
     raw = read_config(config)
     try:
@@ -81,6 +116,9 @@ def train(config: Path, data_root: Path, out_dir: Path, device: str = "cpu", res
     data = _load_data(raw, data_root, allow_missing)
     if progress:
         print(data.summary(), flush=True)
+    counts = labelled_counts(data)
+    for message in data_warnings(counts, f"{Path(config).name} under {data_root}"):
+        warnings.warn(DataWarning(message), stacklevel=2)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -93,11 +131,39 @@ def train(config: Path, data_root: Path, out_dir: Path, device: str = "cpu", res
         "data_counts": data.counts,
     }
     try:
-        return train_model(train_section(raw), data.train, data.val, out_dir, device=device,
-                           resume=resume, epochs=epochs, data_root=Path(data_root),
-                           progress=progress, run_info=run_info, stop_after=stop_after)
+        result = train_model(train_section(raw), data.train, data.val, out_dir, device=device,
+                             resume=resume, epochs=epochs, data_root=Path(data_root),
+                             progress=progress, run_info=run_info, stop_after=stop_after)
     except (TrainError, DatasetError) as exc:
         raise CommandError(str(exc)) from exc
+    result.split_sizes = counts
+    return result
+
+
+def export_hint(checkpoint: Path, config: Path, data_root: Path,
+                split_sizes: dict[str, int]) -> tuple[str, Path, str | None]:
+    """The `iqs export` command for a finished run, exactly as it can be run; the .onnx it
+    writes (for `iqs score --model`); and a note on what its card will measure. Metrics come
+    from the held-out 'test' split; a config without one (the shipped recipes) is measured on
+    'val', which chose the best epoch; with neither the card gets no metrics."""
+    checkpoint = Path(checkpoint)
+    # Beside the run, named after it: the card's name is the stem, and nothing lands in the
+    # current folder (or a checkout's weights/) by surprise.
+    stem = checkpoint.parent / (checkpoint.parent.resolve().name or "model")
+    words = ["iqs", "export", str(checkpoint), "--out", str(stem)]
+    if split_sizes.get("test"):
+        split, note = "test", None
+    elif split_sizes.get("val"):
+        split = "val"
+        note = ("the config holds no 'test' photos, so the card's metrics come from the 'val' "
+                "photos, which also chose the best epoch: they flatter the model a little")
+    else:
+        split = None
+        note = ("the config holds no 'test' or 'val' photos: the card will carry no metrics "
+                "(give the datasets a \"split\" share to measure the model)")
+    if split is not None:
+        words += ["--config", str(config), "--data-root", str(data_root), "--split", split]
+    return shlex.join(words), stem.with_name(f"{stem.name}.onnx"), note
 
 
 def evaluate(model: Path, config: Path, data_root: Path, split: str = "test", device: str = "cpu",
@@ -105,17 +171,11 @@ def evaluate(model: Path, config: Path, data_root: Path, split: str = "test", de
     """Metrics of a model (.onnx with its card, or a checkpoint) on one split of the config's
     data: SRCC/PLCC/KRCC/RMSE per dataset, accuracy/macro-F1/confusion for classes."""
     from iqs_cli.card import CardError
-    from training.evaluate import evaluate_model
-    from training.train import TrainError
 
-    if split not in ("train", "val", "test"):
-        raise CommandError(f"split must be train, val or test, got {split!r}")
-    raw = read_config(config)
-    data = _load_data(raw, data_root, allow_missing)
-    records: list[Record] = data.split(split)
-    if not records:
-        raise CommandError(f"the config's {split!r} split is empty under {data_root}; "
-                           "choose another --split or give the datasets a test share")
+    from .evaluate import evaluate_model
+    from .train import TrainError
+
+    data, records = _split_records(config, data_root, split, allow_missing)
     try:
         report = evaluate_model(Path(model), records, device=device, batch_size=batch_size)
     except (CardError, TrainError) as exc:
@@ -126,6 +186,22 @@ def evaluate(model: Path, config: Path, data_root: Path, split: str = "test", de
     if out is not None:
         _write_json(Path(out), report)
     return report
+
+
+def _split_records(config: Path, data_root: Path, split: str, allow_missing: bool = False,
+                   other_remedy: str = ""):
+    """(the config's data, the records of one split), refusing an unknown or empty split."""
+    if split not in ("train", "val", "test"):
+        raise CommandError(f"split must be train, val or test, got {split!r}")
+    data = _load_data(read_config(config), data_root, allow_missing)
+    records: list[Record] = data.split(split)
+    if not records:
+        others = [name for name in ("test", "val") if name != split and data.split(name)]
+        remedy = (f"use --split {others[0]}" if others
+                  else "give the datasets a \"split\" share (\"val\", \"test\")")
+        raise CommandError(f"{config}: the {split!r} split is empty under {data_root}; "
+                           f"{remedy}{other_remedy}")
+    return data, records
 
 
 def card_metrics(report: dict) -> dict:
@@ -148,10 +224,15 @@ def export(checkpoint: Path, out: Path, name: str | None = None, version: str = 
            data_root: Path | None = None, split: str = "test", device: str = "cpu") -> Path:
     """Export a checkpoint to <out>.onnx + <out>.json. The card's metrics come from `metrics`
     (an `iqs eval` report: dict or JSON file), or, given config and data_root, from evaluating
-    the exported ONNX model on the config's held-out `split` exactly as `iqs score` runs it."""
+    the exported ONNX model on the config's held-out `split` exactly as `iqs score` runs it.
+
+    All or nothing: the model and its card are made under temporary names beside <out> and
+    renamed into place only when the evaluation too has succeeded; a failure leaves <out>.onnx
+    and <out>.json as they were (none, or the previous export)."""
     from iqs_cli.card import CardError, card_from_dict
-    from training.export import ExportError, export_model
-    from training.train import TrainError
+
+    from .export import ExportError, export_model
+    from .train import TrainError
 
     report = None
     if isinstance(metrics, (str, Path)):
@@ -162,17 +243,32 @@ def export(checkpoint: Path, out: Path, name: str | None = None, version: str = 
                                "that `iqs eval --out` wrote") from exc
     elif isinstance(metrics, dict):
         report = metrics
+    measure = report is None and config is not None and data_root is not None
+    if measure:  # an empty split fails now, before minutes of export
+        _split_records(config, data_root, split,
+                       other_remedy=", or leave out --config to export without metrics")
+    out = Path(out)
+    if out.suffix.lower() in (".onnx", ".json"):
+        out = out.with_suffix("")
+    final_onnx, final_card = out.with_name(f"{out.name}.onnx"), out.with_name(f"{out.name}.json")
+    staged = out.with_name(f".{out.name}.export-{os.getpid()}")
+    staged_onnx, staged_card = staged.with_name(f"{staged.name}.onnx"), staged.with_name(f"{staged.name}.json")
     try:
-        onnx_path = export_model(Path(checkpoint), Path(out), name=name, version=version,
-                                 metrics=card_metrics(report) if report else None,
-                                 config_path=config)
-    except (TrainError, ExportError, CardError) as exc:
-        raise CommandError(str(exc)) from exc
-    if report is None and config is not None and data_root is not None:
-        report = evaluate(onnx_path, config, data_root, split=split, device=device)
-        card_path = onnx_path.with_suffix(".json")
-        data = json.loads(card_path.read_text(encoding="utf-8"))
-        data["metrics"] = card_metrics(report)
-        card_from_dict(data, onnx_path)
-        _write_json(card_path, data)
-    return onnx_path
+        try:
+            export_model(Path(checkpoint), staged, name=name or out.name, version=version,
+                         metrics=card_metrics(report) if report else None, config_path=config)
+        except (TrainError, ExportError, CardError) as exc:
+            raise CommandError(str(exc)) from exc
+        if measure:
+            report = evaluate(staged_onnx, config, data_root, split=split, device=device)
+            data = json.loads(staged_card.read_text(encoding="utf-8"))
+            data["metrics"] = card_metrics(report)
+            card_from_dict(data, staged_onnx)
+            _write_json(staged_card, data)
+        # The model first, its card (which holds the model's sha256) last.
+        os.replace(staged_onnx, final_onnx)
+        os.replace(staged_card, final_card)
+    finally:
+        for path in (staged_onnx, staged_card):
+            path.unlink(missing_ok=True)
+    return final_onnx

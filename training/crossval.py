@@ -1,6 +1,6 @@
 """The recipe's LIVE Challenge figures over several folds, on photos the heads did not see.
 
-    python -m training.crossval --run runs/iqs-base [--folds 5] [--repeats 2] [--out report.json]
+    python -m iqs_training.crossval --run runs/iqs-base [--folds 5] [--repeats 2] [--out report.json]
 
 A finished run folder holds `best.pt` and its feature caches (training/train.py). With the whole
 backbone frozen the model is its feature BatchNorm plus linear heads, and the heads are solved
@@ -47,10 +47,10 @@ import torch
 from iqs_cli.card import CLASSES
 from iqs_cli.card import InputSpec, ModelCard
 from iqs_cli.verdict import decide
-from training import metrics as M
-from training.evaluate import plain_json
-from training.headfit import _normalized, check_linear_heads, fit_arrays, set_heads, synthetic_rows
-from training.train import FeatureStore, TrainError, load_checkpoint
+from . import metrics as M
+from .evaluate import plain_json
+from .headfit import _normalized, check_linear_heads, fit_arrays, set_heads, synthetic_rows
+from .train import FeatureStore, TrainError, load_checkpoint
 
 
 class CrossvalError(Exception):
@@ -359,7 +359,7 @@ def format_summary(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.crossval", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m iqs_training.crossval", description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="finished run folder (best.pt, feature_cache/)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="fold splits, each with its own seed")

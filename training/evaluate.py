@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from iqs_cli.card import CLASSES
-from training import metrics as M
-from training.datasets.base import Record
+from . import metrics as M
+from .datasets.base import Record
 
 
 @dataclass
@@ -82,7 +82,7 @@ def predict_onnx(onnx_path: Path, records: Sequence[Record], device: str = "cpu"
     from iqs_cli.card import load_card
     from iqs_cli.decode import DecodeError
     from iqs_cli.engine import ModelSession
-    from training.data import record_tensor
+    from .data import record_tensor
 
     card = load_card(Path(onnx_path))
     session = ModelSession(card, device=device)
@@ -135,8 +135,8 @@ def predict_checkpoint(checkpoint: Path, records: Sequence[Record], device: str 
                        batch_size: int = 16, num_workers: int = 0) -> tuple[Predictions, dict]:
     """Predictions of a checkpoint's export weights, and the checkpoint's contents."""
     from iqs_cli.card import InputSpec
-    from training.data import RecordDataset
-    from training.train import load_checkpoint, resolve_device
+    from .data import RecordDataset
+    from .train import load_checkpoint, resolve_device
 
     dev = resolve_device(device)
     model, state = load_checkpoint(checkpoint, dev)
@@ -166,7 +166,7 @@ def metrics_report(records: Sequence[Record], preds: Predictions,
 
     has_label = valid & np.array([r.label is not None for r in records], dtype=bool)
     if has_label.any():
-        from training.datasets.combine import confusion_by_dataset
+        from .datasets.combine import confusion_by_dataset
 
         kept = np.flatnonzero(valid)
         report["confusion_by_dataset"] = confusion_by_dataset(

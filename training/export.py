@@ -31,9 +31,9 @@ from iqs_cli.card import (
     file_sha256,
 )
 from iqs_cli.verdict import DEFAULT_REASON_THRESHOLD, card_reasons
-from training.evaluate import plain_json
-from training.model import ExportWrapper
-from training.train import load_checkpoint
+from .evaluate import plain_json
+from .model import ExportWrapper
+from .train import load_checkpoint
 
 OPSET = 17
 PARITY_TOLERANCE = {"class_logits": 1e-3, "mos": 1e-2, "attributes": 1e-4}

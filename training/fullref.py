@@ -9,7 +9,7 @@ it without torch.
 Both structural metrics work on luma, so they hardly notice a colour cast or a saturation loss;
 `color_difference` (mean CIELab Delta E of the smoothed images) covers colour and overall tone.
 
-Run `python -m training.fullref [PRISTINE_DIR] [--fit]` to print the calibration table (mean
+Run `python -m iqs_training.fullref [PRISTINE_DIR] [--fit]` to print the calibration table (mean
 pseudo-MOS per distortion type and level over crops of the pristine photographs) and, with
 --fit, the mapping refitted to those crops.
 """
@@ -192,7 +192,7 @@ class QualityMapping:
     Whichever metric sees the damage (gradients, structure, colour and tone) counts. The colour
     term grows faster than linearly because a small global shift of colour or brightness is
     hardly noticed while a large one ruins a photo. The defaults come from `fit_mapping` on the
-    pristine photographs (`python -m training.fullref --fit`). Fitted freely, MS-SSIM gets no
+    pristine photographs (`python -m iqs_training.fullref --fit`). Fitted freely, MS-SSIM gets no
     weight (GMSD explains the same cells); its scale is held at 0.3, where it costs the fit
     little, because GMSD pools by standard deviation and under-rates damage spread evenly over
     the image, which MS-SSIM's mean pooling sees.
@@ -255,7 +255,7 @@ def calibration_rows(
 
     Each row: {"kind", "level", "ms_ssim", "gmsd", "delta_e"}.
     """
-    from training.datasets.synthetic import DISTORTIONS, LEVELS, SyntheticDistortions, distort
+    from .datasets.synthetic import DISTORTIONS, LEVELS, SyntheticDistortions, distort
 
     suffixes = {".jpg", ".jpeg", ".png"}
     photos = sorted(p for p in Path(pristine_dir).iterdir() if p.suffix.lower() in suffixes)
@@ -336,7 +336,7 @@ def _print_table(table: dict[str, list[dict[str, float]]]) -> None:
 
 
 if __name__ == "__main__":
-    # python -m training.fullref [PRISTINE_DIR] [--fit]   (about 2 minutes on one core)
+    # python -m iqs_training.fullref [PRISTINE_DIR] [--fit]   (about 2 minutes on one core)
     arguments = [a for a in sys.argv[1:] if a != "--fit"]
     default_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "pristine"
     calibration = calibration_rows(Path(arguments[0]) if arguments else default_dir)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.metrics import srcc
+from .metrics import srcc
 
 DEFAULT_MOS_LAMBDAS = (300.0, 1000.0, 3000.0, 10000.0, 30000.0)
 DEFAULT_LOGISTIC_LAMBDAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)

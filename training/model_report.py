@@ -1,6 +1,6 @@
 """Everything the card and README report about a shipped model, measured in one run.
 
-    python -m training.model_report --model weights/iqs-base.onnx \
+    python -m iqs_training.model_report --model weights/iqs-base.onnx \
         --config training/configs/iqs-base.json --data-root ../shared/data --update-card
 
 On data the model did not train on (the config's validation split, and synthetic distortions
@@ -32,9 +32,9 @@ from iqs_cli.card import CLASSES, image_to_tensor, load_card
 from iqs_cli.decode import load_rgb
 from iqs_cli.engine import ModelSession, outputs_row
 from iqs_cli.verdict import decide
-from training import commands
-from training.datasets import synthetic as synth
-from training.metrics import mos_metrics, srcc
+from . import commands
+from .datasets import synthetic as synth
+from .metrics import mos_metrics, srcc
 
 # Severe distortions a photographer rejects on sight: the issue's "always rejected" set.
 MUST_REJECT = ("gaussian_blur", "lens_blur", "motion_blur", "gaussian_noise", "shot_noise",
@@ -115,7 +115,7 @@ def digikam_figures(model: Path, records) -> dict:
 
 
 def niqe_report(records) -> dict:
-    from training.baselines import baseline_scores
+    from .baselines import baseline_scores
 
     started = time.perf_counter()
     scores = baseline_scores([r.path for r in records], method="niqe")
@@ -323,7 +323,7 @@ def main() -> None:
 
 def publish(report: dict, out: Path | None) -> None:
     """Print a report as JSON, and write it to `out` when given."""
-    from training.evaluate import plain_json
+    from .evaluate import plain_json
 
     text = json.dumps(plain_json(report), indent=2)
     print(text)
@@ -333,7 +333,7 @@ def publish(report: dict, out: Path | None) -> None:
 
 def update_card(model: Path, edit) -> None:
     """Apply `edit` (card dict -> None) to the card beside `model`, replaced atomically."""
-    from training.evaluate import plain_json
+    from .evaluate import plain_json
 
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())

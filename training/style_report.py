@@ -1,6 +1,6 @@
 """How often a model rejects a photographer's styles, and how often it catches their defective twins.
 
-    python -m training.style_report --model weights/iqs-base.onnx \
+    python -m iqs_training.style_report --model weights/iqs-base.onnx \
         --config training/configs/iqs-base.json --data-root ../shared/data [--update-card]
 
 The proxy set is made of photos the model never trained on: the pristine references the
@@ -28,9 +28,9 @@ from iqs_cli.decode import load_rgb
 from iqs_cli.discover import Shot
 from iqs_cli.engine import ModelSession
 from iqs_cli.scoring import Scorer
-from training import commands
-from training.datasets import styles
-from training.model_report import held_out_references, publish, update_card
+from . import commands
+from .datasets import styles
+from .model_report import held_out_references, publish, update_card
 
 # The short side the style's pixel sizes are meant for: training crops come from references
 # resized to a short side of 512-640 (the configs' reference_short_side).

@@ -28,9 +28,11 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from iqs_cli.card import InputSpec
-from training.data import (
+from .data import (
     SYNTHETIC_DATASET,
     RecordDataset,
     SyntheticDataset,
@@ -46,10 +48,10 @@ from training.data import (
     collate_groups,
     concat_batches,
 )
-from training.datasets.base import Record
-from training.evaluate import metrics_report, plain_json, predict_model, select_value
-from training.losses import LossConfig, MultiTaskLoss
-from training.model import IQSNet, build_model
+from .datasets.base import DataWarning, Record
+from .evaluate import metrics_report, plain_json, predict_model, select_value
+from .losses import LossConfig, MultiTaskLoss
+from .model import IQSNet, build_model
 
 CHECKPOINT_FORMAT = "iqs-train-checkpoint/1"
 DEFAULT_ATTRIBUTES = ("blur", "noise", "underexposure", "overexposure", "compression", "color")
@@ -136,10 +138,32 @@ def default_attributes(records: Sequence[Record], synthetic: bool) -> list[str]:
     """Attribute targets the training data has: DEFAULT_ATTRIBUTES order first, then others."""
     present = {name for r in records for name in r.attributes}
     if synthetic:
-        from training.datasets.synthetic import ATTRIBUTES
+        from .datasets.synthetic import ATTRIBUTES
 
         present |= set(ATTRIBUTES)
     return [a for a in DEFAULT_ATTRIBUTES if a in present] + sorted(present - set(DEFAULT_ATTRIBUTES))
+
+
+def labelled_attributes(attributes: Sequence[str], records: Sequence[Record],
+                        synthetic: bool) -> tuple[list[str], list[str]]:
+    """(attributes some training target labels, attributes nothing labels). Synthetic
+    distortions label every attribute of training.datasets.synthetic."""
+    labelled = {name for r in records for name, value in r.attributes.items()
+                if value is not None and math.isfinite(value)}
+    if synthetic:
+        from .datasets.synthetic import ATTRIBUTES
+
+        labelled |= set(ATTRIBUTES)
+    return ([a for a in attributes if a in labelled], [a for a in attributes if a not in labelled])
+
+
+def live_bars(progress: bool) -> bool:
+    """tqdm bars only on a terminal: in a log file each redraw is another `\\r` line, and the
+    one line per epoch says what matters there."""
+    try:
+        return progress and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 def input_spec(cfg: dict) -> InputSpec:
@@ -339,8 +363,10 @@ def build_feature_store(model: IQSNet, dataset: Dataset, folder: Path, key: dict
         offset = 0
         was_training = model.training
         model.eval()
+        if progress and not live_bars(progress):
+            print(f"{desc}: {total} images", flush=True)
         with torch.no_grad():
-            for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            for batch in tqdm(loader, desc=desc, disable=not live_bars(progress), leave=False):
                 images = batch.pop("image").to(device)
                 fmap, pooled = model.encode_prefix(images)
                 n = images.shape[0]
@@ -474,6 +500,7 @@ class TrainResult:
     best_checkpoint: Path
     last_checkpoint: Path
     history: list[dict]
+    split_sizes: dict[str, int] = field(default_factory=dict)  # labelled photos per split
 
 
 def _forward(model: IQSNet, batch: dict, device: torch.device) -> dict:
@@ -509,6 +536,10 @@ def synthetic_references(cfg: dict, data_root: Path | None, train_records: Seque
             if r.mos is not None and r.mos >= threshold:
                 paths.append(Path(r.path))
                 mos.append(float(r.mos))
+    if not paths and from_records:
+        raise TrainError(f"synthetic.references_from_records: no training photo has a MOS of at "
+                         f"least {threshold:g} (min_mos) and synthetic.references names no file; "
+                         "lower min_mos, add references, or set synthetic.enabled to false")
     if not paths:
         raise TrainError("synthetic.enabled needs synthetic.references (globs under the data root) "
                          "or synthetic.references_from_records")
@@ -544,10 +575,32 @@ def train_model(cfg: dict, train_records: Sequence[Record], val_records: Sequenc
     check_fixed_size(spec)
     if cfg["attributes"] is None:
         cfg["attributes"] = default_attributes(train_records, cfg["synthetic"]["enabled"])
-    attributes = list(cfg["attributes"])
     if not train_records and not cfg["synthetic"]["enabled"]:
         raise TrainError("no training data: the config gives no training records and synthetic "
                          "distortions are off")
+    attributes, unlabelled = labelled_attributes(cfg["attributes"], train_records,
+                                                 cfg["synthetic"]["enabled"])
+    if unlabelled:
+        # A head that never saw a label would still give severities, and the card would offer
+        # them as reasons: leave it out of the model (and so of the export and its card).
+        warnings.warn(DataWarning(
+            f"no training photo has a label for the attribute(s) {', '.join(unlabelled)}"
+            f"{'' if cfg['synthetic']['enabled'] else ' and synthetic distortions are off'}: "
+            "left out of the model, so it will not give them as reasons; label them in the "
+            "data or enable \"synthetic\" in the config"), stacklevel=2)
+        cfg["attributes"] = attributes
+    if train_records and not cfg["synthetic"]["enabled"]:
+        # The class and MOS heads are part of the model contract: they cannot be left out.
+        if all(r.label is None for r in train_records):
+            warnings.warn(DataWarning(
+                "no training photo has a class (rejected/pending/accepted): the pick labels of "
+                "this model mean nothing; give the data classes (a class column in a CSV, or "
+                "class_rules in the config)"),
+                stacklevel=2)
+        if all(r.mos is None for r in train_records):
+            warnings.warn(DataWarning(
+                "no training photo has a MOS: the MOS and stars of this model mean nothing; give "
+                "the data scores (a mos column in a CSV)"), stacklevel=2)
     dataset_names = sorted({r.dataset for r in [*train_records, *val_records]})
     if cfg["synthetic"]["enabled"]:
         dataset_names.append(SYNTHETIC_DATASET)
@@ -568,7 +621,7 @@ def train_model(cfg: dict, train_records: Sequence[Record], val_records: Sequenc
         if train_records else None
     synth_ds = None
     if cfg["synthetic"]["enabled"]:
-        from training.datasets.synthetic import SyntheticDistortions
+        from .datasets.synthetic import SyntheticDistortions
 
         syn = cfg["synthetic"]
         paths, ref_mos = synthetic_references(cfg, data_root, train_records)
@@ -678,7 +731,7 @@ def train_model(cfg: dict, train_records: Sequence[Record], val_records: Sequenc
         started = time.perf_counter()
         sums: dict[str, float] = {}
         seen = 0
-        bar = tqdm(batches.epoch(epoch, seed), total=steps_per_epoch, disable=not progress,
+        bar = tqdm(batches.epoch(epoch, seed), total=steps_per_epoch, disable=not live_bars(progress),
                    desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False)
         for batch in bar:
             with _autocast(dev, cfg["amp"]):
@@ -744,7 +797,9 @@ def train_model(cfg: dict, train_records: Sequence[Record], val_records: Sequenc
             "epoch": epoch, "best": best, "rng": rng_states(),
         }, last_path)
         if progress:
-            shown = f"{select_metric} {value:.4f}" if value is not None else "no validation"
+            shown = (f"{select_metric} {value:.4f}" if value is not None
+                     else "no validation" if val_ds is None
+                     else f"{select_metric} undefined (predictions or targets all equal)")
             print(f"epoch {epoch + 1}/{cfg['epochs']}: loss {entry['train'].get('loss', float('nan')):.4f}, "
                   f"{shown} (best {best['value'] if best['value'] is None else round(best['value'], 4)} "
                   f"at epoch {best['epoch']})", flush=True)
@@ -757,7 +812,7 @@ def train_model(cfg: dict, train_records: Sequence[Record], val_records: Sequenc
 def _fit_heads(cfg, net: IQSNet, best_path: Path, batches, val_ds, val_records, val_store,
                attributes, dev, seed: int, log_path: Path, progress: bool) -> dict:
     """Best checkpoint -> heads solved on the cached training features -> best.pt."""
-    from training.headfit import fit_heads
+    from .headfit import fit_heads
 
     if not isinstance(batches, CachedBatches):
         raise TrainError("head_fit needs feature_cache.enabled (the heads are fit on cached features)")

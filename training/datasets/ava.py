@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.datasets.base import Record
-from training.datasets.csvfile import (
+from .base import Record
+from .csvfile import (
     FirstListing,
     RowProblems,
     check_min_votes,

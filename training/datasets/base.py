@@ -16,6 +16,11 @@ class DatasetError(Exception):
     """A dataset on disk does not match what its reader expects (message says what to do)."""
 
 
+class DataWarning(UserWarning):
+    """The data can train only a weaker model than it seems to: too few labelled photos, or a
+    head without labels (the message gives the numbers and what to do)."""
+
+
 @dataclass
 class Record:
     path: Path  # absolute path of the image

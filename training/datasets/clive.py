@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.datasets.base import DatasetError, Record
-from training.datasets.csvfile import (
+from .base import DatasetError, Record
+from .csvfile import (
     FileIndex,
     RowProblems,
     cell,

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from training.datasets.base import CLASS_INDEX, DatasetError, Record
-from training.datasets.csvfile import (
+from .base import CLASS_INDEX, DatasetError, Record
+from .csvfile import (
     DatasetWarning,
     RowProblems,
     cell,
@@ -36,7 +36,7 @@ from training.datasets.csvfile import (
     read_rows,
     resolve_under,
 )
-from training.datasets.registry import ATTRIBUTE_NAMES, DEFAULT_KIND, READERS, read_dataset
+from .registry import ATTRIBUTE_NAMES, DEFAULT_KIND, READERS, read_dataset
 
 CLASSES = tuple(sorted(CLASS_INDEX, key=CLASS_INDEX.get))  # rejected, pending, accepted
 SPLITS = ("train", "val", "test")

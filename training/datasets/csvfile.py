@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from training.datasets.base import CLASS_INDEX, DatasetError, Record
+from .base import CLASS_INDEX, DatasetError, Record
 
 MAX_LISTED = 8  # bad rows listed in one message; the rest are counted
 MAX_NAMED = 5  # missing images named in one message

@@ -16,8 +16,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from training.datasets.base import Record
-from training.datasets.csvfile import (
+from .base import Record
+from .csvfile import (
     DatasetWarning,
     RowProblems,
     cell,

@@ -7,13 +7,13 @@ import inspect
 from pathlib import Path
 from typing import Callable
 
-from training.datasets.ava import read_ava
-from training.datasets.base import DatasetError, Record
-from training.datasets.clive import read_clive
-from training.datasets.csvfile import read_csv
-from training.datasets.eva import read_eva
-from training.datasets.koniq import read_koniq10k
-from training.datasets.spaq import ATTRIBUTE_COLUMNS, read_spaq
+from .ava import read_ava
+from .base import DatasetError, Record
+from .clive import read_clive
+from .csvfile import read_csv
+from .eva import read_eva
+from .koniq import read_koniq10k
+from .spaq import ATTRIBUTE_COLUMNS, read_spaq
 
 Reader = Callable[..., list[Record]]
 

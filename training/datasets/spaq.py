@@ -35,8 +35,8 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from training.datasets.base import DatasetError, Record
-from training.datasets.csvfile import (
+from .base import DatasetError, Record
+from .csvfile import (
     RowProblems,
     cell,
     drop_missing,

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from training.datasets.synthetic import (
+from .synthetic import (
     _convolve,
     _disc_kernel,
     _line_kernel,

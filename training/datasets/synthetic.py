@@ -30,8 +30,8 @@ from PIL import Image
 from scipy import ndimage
 
 from iqs_cli.decode import load_rgb
-from training.datasets.base import CLASS_INDEX
-from training.fullref import (
+from .base import CLASS_INDEX
+from ..fullref import (
     DEFAULT_REFERENCE_MOS,
     full_reference_scores,
     linear_to_srgb,
