@@ -23,7 +23,7 @@ from iqs_cli.undo import pending_above, undo
 from iqs_cli.cache import ResultCache
 from iqs_cli.card import DEFAULT_MODEL_NAME, CardError, load_card, shipped_models_dir
 from iqs_cli.discover import Shot, discover, discover_files, paths_from_stdin, skipped_summary
-from iqs_cli.engine import EngineError, ModelSession
+from iqs_cli.engine import EngineError, ModelSession, default_batch
 from iqs_cli.report import (FORMATS, ResultWriter, console_for, display_path, open_output, plural,
                             summary_line)
 from iqs_cli.result import ShotResult
@@ -97,7 +97,7 @@ def _shipped() -> str:
 # Options shared by `score` and `cull` (typer reads them from each command's signature).
 ModelOpt = typer.Option(None, "--model", "-m", metavar="NAME|PATH", rich_help_panel=MODEL, help=f"{_shipped()}, or a .onnx file with its .json card beside it.")
 DeviceOpt = typer.Option("cpu", "--device", metavar="DEVICE", rich_help_panel=MODEL, show_default=False, help="cpu (default), cuda, or auto (CUDA if there).")
-BatchOpt = typer.Option(8, "--batch-size", min=1, metavar="N", rich_help_panel=MODEL, show_default=False, help="Photos per inference call (8).")
+BatchOpt = typer.Option(None, "--batch-size", min=1, metavar="N", rich_help_panel=MODEL, show_default=False, help="Photos per inference call (2 on a CPU, 16 on a GPU).")
 WorkersOpt = typer.Option(None, "--workers", min=1, metavar="N", rich_help_panel=MODEL, help="Decoding threads (default: one per core).")
 RecursiveOpt = typer.Option(True, "--recursive/--no-recursive", rich_help_panel=INPUT, show_default=False, help="Walk subfolders (default: yes).")
 NoCacheOpt = typer.Option(False, "--no-cache", rich_help_panel=INPUT, help="Score again; leave the results cache alone.")
@@ -257,7 +257,7 @@ class ScoringOptions:
 
     model: Optional[str]
     device: str
-    batch_size: int
+    batch_size: Optional[int]
     workers: Optional[int]
     no_cache: bool
     quiet: bool
@@ -284,7 +284,8 @@ def run_scoring(entries: list, options: ScoringOptions, on_result=None,
     cache = None if options.no_cache else ResultCache(model_sha256=session.sha256)
     _warn_about(cache)
     scorer = Scorer(session, Thresholds(reject_at=options.reject_at, accept_at=options.accept_at),
-                    cache, batch_size=options.batch_size, workers=options.workers,
+                    cache, batch_size=options.batch_size or default_batch(session),
+                    workers=options.workers,
                     focus=options.focus_check)
     results = [] if results is None else results
     started = time.perf_counter()
@@ -368,7 +369,7 @@ def score(
     no_cache: bool = NoCacheOpt,
     model: Optional[str] = ModelOpt,
     device: str = DeviceOpt,
-    batch_size: int = BatchOpt,
+    batch_size: Optional[int] = BatchOpt,
     workers: Optional[int] = WorkersOpt,
     reject_at: Optional[float] = RejectAtOpt,
     accept_at: Optional[float] = AcceptAtOpt,
@@ -442,7 +443,7 @@ def cull_command(
     no_cache: bool = NoCacheOpt,
     model: Optional[str] = ModelOpt,
     device: str = DeviceOpt,
-    batch_size: int = BatchOpt,
+    batch_size: Optional[int] = BatchOpt,
     workers: Optional[int] = WorkersOpt,
     reject_at: Optional[float] = RejectAtOpt,
     accept_at: Optional[float] = AcceptAtOpt,
@@ -682,15 +683,34 @@ def export(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="With --data-root: evaluate the exported model on held-out data for the card."),
     data_root: Optional[Path] = typer.Option(None, "--data-root"),
     split: str = typer.Option("test", "--split"),
+    int8: bool = typer.Option(False, "--int8", help="Also write STEM-int8.onnx (+ card): int8 convolutions calibrated on the config's training photos, checked against fp32 on --split (needs --config and --data-root)."),
 ) -> None:
     """Export a checkpoint to ONNX plus its model card."""
     commands = _training()
+    if int8 and (config is None or data_root is None):
+        fail_usage("--int8 needs --config and --data-root: it calibrates on the config's "
+                   "training photos and checks the int8 model on its --split photos")
     try:
         path = commands.export(checkpoint, out, name=name, version=version, metrics=metrics,
                                config=config, data_root=data_root, split=split)
     except commands.CommandError as exc:
         fail_usage(str(exc))
-    Console(highlight=False).print(f"wrote {path} and {path.with_suffix('.json')}")
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"wrote {path} and {path.with_suffix('.json')}")
+    if int8:
+        from iqs_training.quantize import quantize_model
+
+        small = path.with_name(f"{path.stem}-int8.onnx")
+        try:
+            info = quantize_model(path, config, data_root, small, split=split)
+        except commands.CommandError as exc:
+            fail_usage(str(exc))
+        fidelity = info["fidelity"]
+        console.print(f"wrote {small} and {small.with_suffix('.json')}: SRCC {fidelity['srcc_fp32']}"
+                      f" -> {fidelity['srcc_int8']}, labels agree {fidelity['labels_agree']:.1%}"
+                      f" on {fidelity['photos']} {split} photos; "
+                      + ("fidelity holds" if fidelity["holds"] else
+                         "fidelity does NOT hold: keep using the fp32 model"))
 
 
 def main() -> None:

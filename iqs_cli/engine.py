@@ -40,6 +40,20 @@ def select_providers(device: str, available: list[str]) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def session_options(ort, threads: int | None = None):
+    """ONNX Runtime options that measured best for iqs on a laptop CPU (issue 13):
+    - no spinning: idle inference threads sleep instead of spinning, so the decoding threads
+      that share the cores get them (about 9 % faster end to end on 2 cores);
+    - no memory pattern: the planned arena for a whole batch of 512 px activations tripled
+      peak memory (1350 -> 450 MB without it) at the same speed."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class ModelSession:
     def __init__(self, card: ModelCard, device: str = "cpu", threads: int | None = None,
                  verify_sha256: bool = True):
@@ -54,9 +68,7 @@ class ModelSession:
                 f"{card.onnx_path}: sha256 does not match its card (file damaged or replaced?); "
                 "re-export the model or reinstall iqs"
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = session_options(ort, threads)
         self.providers = select_providers(device, ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(
@@ -85,6 +97,15 @@ class ModelSession:
     def describe(self) -> str:
         device = "GPU (CUDA)" if self.providers[0] == "CUDAExecutionProvider" else "CPU"
         return f"{self.card.name} {self.card.version} on {device}"
+
+
+# Photos per inference call. On a CPU, 2 is as fast as 8 (decoding overlaps inference either
+# way) at 260 instead of 600 MB for a 512 px model; a GPU wants larger batches.
+CPU_BATCH, GPU_BATCH = 2, 16
+
+
+def default_batch(session: "ModelSession") -> int:
+    return GPU_BATCH if session.providers[0] == "CUDAExecutionProvider" else CPU_BATCH
 
 
 def outputs_row(outputs: ModelOutputs, index: int, card: ModelCard) -> dict:

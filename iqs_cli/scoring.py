@@ -181,8 +181,12 @@ class Scorer:
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="iqs-decode") as pool:
             self._pool = pool
             previous: list[_Item] | None = None
+            # A small first batch (one photo per decoding thread) starts inference while the
+            # rest of the second batch decodes, instead of the model waiting for a whole batch.
+            size = min(self.batch_size, self.workers)
             while True:
-                chunk = list(islice(stream, self.batch_size))
+                chunk = list(islice(stream, size))
+                size = self.batch_size
                 current = [self._start(entry, pool) for entry in chunk]
                 if previous is not None:
                     for result in self._finish(previous):

@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 
 from conftest import make_photo  # noqa: E402
 from iqs_cli.card import InputSpec, file_sha256, image_to_tensor, load_card  # noqa: E402
@@ -71,9 +72,10 @@ def test_onnx_matches_torch_on_real_photos(checkpoint, exported, shared_data):
         assert np.max(np.abs(g - e)) < tol, name
 
 
-def test_batch_and_image_size_are_dynamic(exported):
+def test_batch_is_dynamic_and_the_fixed_input_graph_is_lean(exported):
     session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"]
+    assert session.get_inputs()[0].shape == ["N", 3, 96, 96]  # squash: one size, fixed
     assert [o.name for o in session.get_outputs()] == ["class_logits", "mos", "attributes"]
     rng = np.random.default_rng(0)
     one = rng.uniform(-1, 1, (1, 3, 96, 96)).astype(np.float32)
@@ -83,8 +85,28 @@ def test_batch_and_image_size_are_dynamic(exported):
     assert [o.shape for o in out1] == [(1, 3), (1,), (1, 6)]
     assert [o.shape for o in out3] == [(3, 3), (3,), (3, 6)]
     np.testing.assert_allclose(out1[1], out3[1][:1], atol=1e-3)
-    # Odd sizes exercise the TF-"same" padding computed inside the graph.
-    odd = rng.uniform(-1, 1, (2, 3, 97, 131)).astype(np.float32)
+    graph = onnx.load(str(exported)).graph
+    assert not [n for n in graph.node if n.op_type in ("Pad", "Shape")]  # folded, not computed
+    card = json.loads(exported.with_suffix(".json").read_text())
+    assert card["model"]["graph"] == {"input_hw": [96, 96], "same_padding_folded_into_convs": 5}
+
+
+def test_the_lean_graph_gives_the_dynamic_graph_s_outputs_exactly(checkpoint, tmp_path):
+    from iqs_training.export import export_onnx
+    from iqs_training.train import load_checkpoint
+
+    net, _ = load_checkpoint(checkpoint)
+    dynamic, lean = tmp_path / "dynamic.onnx", tmp_path / "lean.onnx"
+    assert export_onnx(net, dynamic, 96) == 0
+    assert export_onnx(net, lean, 96, fixed_size=True) == 5  # stem + four stride-2 convs
+    x = np.random.default_rng(1).uniform(-1, 1, (4, 3, 96, 96)).astype(np.float32)
+    outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+               for p in (dynamic, lean)]
+    for a, b in zip(*outputs):
+        np.testing.assert_array_equal(a, b)
+    # The dynamic graph still takes any size (a card with a short-side resize needs it).
+    odd = x[:2, :, :95, :93].copy()
+    session = ort.InferenceSession(str(dynamic), providers=["CPUExecutionProvider"])
     assert [o.shape for o in session.run(None, {"image": odd})] == [(2, 3), (2,), (2, 6)]
 
 
@@ -172,3 +194,27 @@ def test_onnx_and_checkpoint_evaluate_alike(checkpoint, exported, shared_data):
         assert from_onnx["mos"]["clive"][key] == pytest.approx(from_torch["mos"]["clive"][key], abs=1e-3)
     assert from_onnx["class"]["clive"]["confusion"] == from_torch["class"]["clive"]["confusion"]
     assert from_onnx["confusion_by_dataset"]["clive"] == from_onnx["class"]["clive"]["confusion"]
+
+
+def test_int8_keeps_the_early_layers_in_fp32_and_reports_its_fidelity(exported, tmp_path):
+    from iqs_training.quantize import EARLY_FP32, calibration_tensors, fidelity, quantize
+
+    photos = [make_photo(tmp_path / f"p{i}.jpg", size=(128, 96), brightness=30 + 40 * i, seed=i)
+              for i in range(6)]
+    small = tmp_path / "small.onnx"
+    info = quantize(exported, small, calibration_tensors(exported, photos))
+    assert info["precision"] == "int8" and info["calibration_photos"] == 6
+    graph = onnx.load(str(small)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantized = [n.name for n in convs if producer.get(n.input[1]) is not None
+                 and producer[n.input[1]].op_type == "DequantizeLinear"]
+    assert quantized and all(not name.startswith(EARLY_FP32) for name in quantized)
+    assert any(n.name.startswith(EARLY_FP32) for n in convs)  # the stem stays fp32
+    card = json.loads(exported.with_suffix(".json").read_text())
+    card["sha256"] = file_sha256(small)
+    small.with_suffix(".json").write_text(json.dumps(card))
+    report = fidelity(exported, small, photos, [10.0, 30, 50, 60, 70, 90], photos[:2])
+    assert report["photos"] == 6 and report["sanity_photos"] == 2
+    assert 0.0 <= report["labels_agree"] <= 1.0 and report["max_mos_change"] < 30
+    assert set(report) >= {"srcc_fp32", "srcc_int8", "srcc_change", "holds"}

@@ -220,3 +220,10 @@ def test_decoder_may_stop_just_below_the_input_size(tmp_path):
     Image.new("RGB", (1800, 1000), (90, 120, 150)).save(path, quality=90)
     assert load_rgb(path, spec.decode_min_side).size == (900, 500)  # 1/2 scale, not full size
     assert load_rgb(path, spec.size).size == (1800, 1000)
+
+
+def test_sessions_sleep_instead_of_spinning_and_plan_no_batch_arena(tiny_model):
+    session = ModelSession(load_card(tiny_model))
+    options = session.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.enable_mem_pattern is False

@@ -188,6 +188,11 @@ def evaluate(model: Path, config: Path, data_root: Path, split: str = "test", de
     return report
 
 
+def split_records(config: Path, data_root: Path, split: str) -> list[Record]:
+    """The records of one split of the config's data (CommandError when it is empty)."""
+    return _split_records(config, data_root, split)[1]
+
+
 def _split_records(config: Path, data_root: Path, split: str, allow_missing: bool = False,
                    other_remedy: str = ""):
     """(the config's data, the records of one split), refusing an unknown or empty split."""
