@@ -12,6 +12,7 @@ import ctypes
 import errno
 import hashlib
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -46,6 +47,58 @@ def replace_durably(tmp: Path, target: Path) -> None:
 def why(exc: OSError) -> str:
     """The operating system's words for an error, for messages."""
     return exc.strerror or str(exc)
+
+
+def remedy(exc: OSError) -> str:
+    """What the user can do about a failed write or read, in one clause."""
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "the folder or file is read-only for you: make it writable, then re-run"
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full: free some space, then re-run"
+    if exc.errno == errno.ENOENT:
+        return "the file or folder disappeared meanwhile: re-run on what is there now"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the name is longer than the filesystem allows: rename it shorter, then re-run"
+    return "check the file and folder, then re-run"
+
+
+def write_atomic(target: Path, data: bytes | str, keep_mode_of: Path | None = None) -> None:
+    """Put `data` at `target` whole or not at all: a temp file beside it (same filesystem),
+    fsync'd, renamed over it, the rename made durable. `keep_mode_of`: copy that file's
+    permissions. Raises OSError (the temp file is gone again, `target` unchanged)."""
+    target = Path(target)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    tmp = None
+    try:
+        for _ in range(100):
+            candidate = temp_path(target, secrets.token_hex(TEMP_TOKEN_LENGTH // 2))
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_BINARY", 0), 0o666)
+            except FileExistsError:
+                continue
+            tmp = candidate
+            break
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temporary name", str(target.parent))
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if keep_mode_of is not None:
+            try:
+                shutil.copymode(keep_mode_of, tmp)
+            except OSError:
+                pass
+        replace_durably(tmp, target)
+        tmp = None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def fitting_name(prefix: str, name: str, suffix: str) -> str:

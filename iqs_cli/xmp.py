@@ -40,8 +40,6 @@ import hashlib
 import io
 import os
 import re
-import secrets
-import shutil
 import stat
 import warnings
 from dataclasses import dataclass, field
@@ -52,7 +50,7 @@ from xml.parsers import expat
 from xml.sax.saxutils import escape
 
 from . import __version__
-from .fsutil import NAME_MAX, TEMP_TOKEN_LENGTH, replace_durably, temp_path
+from .fsutil import NAME_MAX, remedy, write_atomic
 from .result import ShotResult
 
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -661,58 +659,12 @@ def _check(new: bytes, merged: _Merge, result: ShotResult, what: str) -> None:
 # Files
 
 
-def _os_hint(exc: OSError) -> str:
-    import errno
-
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "the folder or file is read-only for you: make it writable, then re-run"
-    if exc.errno == errno.ENOSPC:
-        return "the disk is full: free some space, then re-run"
-    if exc.errno == errno.ENOENT:
-        return "the file or folder disappeared meanwhile: re-run on what is there now"
-    if exc.errno == errno.ENAMETOOLONG:
-        return "the name is longer than the filesystem allows: rename it shorter, then re-run"
-    return "check the file and folder, then re-run"
-
-
-def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
-    """An exclusive new hidden temp file beside the target (same filesystem for os.replace)."""
-    for _ in range(100):
-        tmp = temp_path(folder / name, secrets.token_hex(TEMP_TOKEN_LENGTH // 2))
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o666)
-        except FileExistsError:
-            continue
-        return fd, tmp
-    raise FileExistsError(f"no free temporary name in {folder}")
-
-
 def _atomic_write(target: Path, data: bytes, keep_mode_of: Path | None) -> None:
-    """Write `data` to a temp file beside `target`, fsync, then os.replace it into place."""
-    tmp = None
     try:
-        fd, tmp = _create_temp(target.parent, target.name)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if keep_mode_of is not None:
-            try:
-                shutil.copymode(keep_mode_of, tmp)
-            except OSError:
-                pass
-        replace_durably(tmp, target)
-        tmp = None
+        write_atomic(target, data, keep_mode_of)
     except OSError as exc:
-        raise XmpError(f"cannot write {target} ({exc.strerror or exc}); {_os_hint(exc)}; "
+        raise XmpError(f"cannot write {target} ({exc.strerror or exc}); {remedy(exc)}; "
                        "nothing was changed") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _kind(mode: int) -> str:
@@ -751,7 +703,7 @@ def _read_existing(path: Path, what: str) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise XmpError(f"cannot read {what} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+        raise XmpError(f"cannot read {what} ({exc.strerror or exc}); {remedy(exc)}") from None
     _require_regular(path, st, what)
     _require_small(st.st_size, what)
     # O_NONBLOCK: should a FIFO take the file's place after the stat, open does not wait.
@@ -762,7 +714,7 @@ def _read_existing(path: Path, what: str) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise XmpError(f"cannot read {what} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+        raise XmpError(f"cannot read {what} ({exc.strerror or exc}); {remedy(exc)}") from None
     chunks: list[bytes] = []
     try:
         _require_regular(path, os.fstat(fd), what)  # what was opened, not what was stat'ed
@@ -774,7 +726,7 @@ def _read_existing(path: Path, what: str) -> bytes | None:
             chunks.append(chunk)
             left -= len(chunk)
     except OSError as exc:
-        raise XmpError(f"cannot read {what} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+        raise XmpError(f"cannot read {what} ({exc.strerror or exc}); {remedy(exc)}") from None
     finally:
         os.close(fd)
     data = b"".join(chunks)
@@ -898,7 +850,7 @@ def _write_in_file(photo: Path, result: ShotResult, *, color_labels: bool, overw
     try:
         original = photo.read_bytes()
     except OSError as exc:
-        raise XmpError(f"cannot read {photo} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+        raise XmpError(f"cannot read {photo} ({exc.strerror or exc}); {remedy(exc)}") from None
     if not os.access(photo, os.W_OK):
         raise XmpError(f"{photo} is read-only; iqs leaves it untouched — make it writable, or "
                        "drop --in-file to write a sidecar instead")
@@ -998,14 +950,14 @@ def read_labels(path: Path | str) -> dict:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise XmpError(f"cannot read {path} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+        raise XmpError(f"cannot read {path} ({exc.strerror or exc}); {remedy(exc)}") from None
     _require_regular(path, st, str(path))  # a FIFO would block the read
     pyexiv2 = _pyexiv2()
     try:
         with pyexiv2.ImageData(path.read_bytes()) as image:
             raw = image.read_raw_xmp()
     except OSError as exc:
-        raise XmpError(f"cannot read {path} ({exc.strerror or exc}); {_os_hint(exc)}") from None
+        raise XmpError(f"cannot read {path} ({exc.strerror or exc}); {remedy(exc)}") from None
     except (RuntimeError, ValueError, UnicodeDecodeError) as exc:
         raise XmpError(f"{path}: cannot read its XMP ({_one_line(exc)})") from None
     return _labels_from(_Packet(raw.encode("utf-8") if raw.strip() else _new_packet(),

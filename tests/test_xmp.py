@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_photo
-from iqs_cli import xmp
+from iqs_cli import fsutil, xmp
 from iqs_cli.result import ShotResult
 from iqs_cli.xmp import XmpError
 
@@ -440,10 +440,14 @@ def test_read_only_existing_sidecar_is_refused(tmp_path, monkeypatch):
 def test_read_only_folder_gives_a_clear_error(tmp_path, monkeypatch):
     photo = make_photo(tmp_path / "a.jpg")
 
-    def denied(folder, name):
-        raise PermissionError(errno.EACCES, "Permission denied", str(folder / name))
+    real_open = os.open
 
-    monkeypatch.setattr(xmp, "_create_temp", denied)
+    def denied(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(fsutil.os, "open", denied)
     with pytest.raises(XmpError, match="read-only for you") as caught:
         xmp.write_labels(photo, verdict("rejected"))
     assert "a.jpg.xmp" in str(caught.value)
