@@ -19,6 +19,7 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 
 from iqs_cli.card import CLASSES
+from iqs_cli.fsutil import why
 
 SCHEMA_VERSION = 1
 _WHAT_TO_DO = ("fix or delete it, or point IQS_CACHE_DIR at a writable folder "
@@ -79,8 +80,8 @@ def valid_outputs(outputs: object) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    if isinstance(exc, OSError):
+        return why(exc, with_path=True)
     return str(exc) or type(exc).__name__
 
 
@@ -118,10 +119,6 @@ class ResultCache:
                 reason = f"a file is in the way of its folder {self.path.parent}"
             self.warning = (f"results cache {self.path} cannot be used ({reason}); "
                             f"scoring without it — {_WHAT_TO_DO}")
-
-    @property
-    def enabled(self) -> bool:
-        return self._db is not None
 
     def take_warning(self) -> str | None:
         """What went wrong with the cache since the last call, or None: each problem once."""

@@ -7,7 +7,6 @@ contract"). The command reads only the card to preprocess, and training uses the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from iqs_cli.fsutil import sha256_file
 
 CLASSES = ("rejected", "pending", "accepted")
 DEFAULT_MODEL_NAME = "iqs-base"
@@ -67,8 +68,13 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     sha256: str = ""
     license: str = ""
+    # Reason wording for people (iqs_cli/verdict.py, reason_wording): token -> wording (cards
+    # from `iqs export`), and attribute -> wording (older cards). Entries without a text are
+    # left out.
+    reasons: dict[str, str] = field(default_factory=dict)
+    attribute_reasons: dict[str, str] = field(default_factory=dict)
     onnx_path: Path | None = None
-    raw: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)  # the card as read: keys iqs does not use survive
 
     @property
     def star_thresholds(self) -> tuple[float, ...]:
@@ -97,11 +103,17 @@ def image_to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Kept while training/ still imports it: use iqs_cli.fsutil.sha256_file."""
+    return sha256_file(path)
+
+
+def _wordings(value: object) -> dict[str, str]:
+    """name -> wording from a card's `reasons` / `attribute_reasons`; anything but a non-empty
+    text is left out (a card from elsewhere cannot break the table)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(name): text for name, text in value.items()
+            if isinstance(text, str) and text.strip()}
 
 
 def card_from_dict(data: dict, onnx_path: Path | None = None) -> ModelCard:
@@ -128,6 +140,8 @@ def card_from_dict(data: dict, onnx_path: Path | None = None) -> ModelCard:
             metrics=dict(data.get("metrics", {})),
             sha256=str(data.get("sha256", "")),
             license=str(data.get("license", "")),
+            reasons=_wordings(data.get("reasons")),
+            attribute_reasons=_wordings(data.get("attribute_reasons")),
             onnx_path=onnx_path,
             raw=data,
         )
@@ -159,6 +173,9 @@ def card_to_dict(card: ModelCard) -> dict:
         sha256=card.sha256,
         license=card.license,
     )
+    for key, wording in (("reasons", card.reasons), ("attribute_reasons", card.attribute_reasons)):
+        if wording:
+            data[key] = dict(wording)
     return data
 
 

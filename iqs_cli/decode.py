@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from iqs_cli import rawpreview
+from iqs_cli.fsutil import os_error_note
 
 RAW_EXTENSIONS = frozenset(
     {
@@ -359,15 +360,8 @@ def _megapixels(pixels: int) -> str:
 
 def os_error_message(exc: OSError) -> str:
     """What a user is told when a photo file cannot be opened or read."""
-    if isinstance(exc, FileNotFoundError):
-        return "file not found (moved or deleted?)"
-    if isinstance(exc, PermissionError):
-        return "permission denied: cannot read the file; check its permissions"
-    if isinstance(exc, IsADirectoryError):
-        return "is a folder, not a file"
-    if exc.errno == errno.ELOOP:
-        return "symbolic link loop: the link points back at itself"
-    return f"cannot read the file: {exc.strerror or exc}; check the disk or card"
+    return os_error_note(exc, "read the file", missing="file not found (moved or deleted?)",
+                         advice="check the disk or card")
 
 
 def _corrupt_message(exc: Exception) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from iqs_cli.decode import IMAGE_EXTENSIONS, RAW_EXTENSIONS
+from iqs_cli.fsutil import LINK_LOOP, os_error_note
 
 PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | RAW_EXTENSIONS
 # Preferred file to decode in a RAW+JPEG shot: the camera's JPEG, then any other image.
@@ -262,13 +263,9 @@ def _classify_input(raw: str) -> str:
 
 
 def _os_message(exc: OSError) -> str:
-    if exc.errno == errno.ELOOP:
-        return "symbolic link loop: the link points back at itself"
-    if isinstance(exc, FileNotFoundError):
-        return "no such file or folder (moved or deleted?)"
-    if isinstance(exc, PermissionError):
-        return "permission denied: cannot reach this path; check the permissions of its folders"
-    return f"cannot read: {exc.strerror or exc}"
+    return os_error_note(exc, "reach this path",
+                         missing="no such file or folder (moved or deleted?)",
+                         check="check the permissions of its folders")
 
 
 def _group_key(path: str) -> tuple[str, str]:
@@ -412,15 +409,12 @@ def _dangling_message(path: str) -> str:
         os.stat(path)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return "symbolic link loop: the link points back at itself"
+            return LINK_LOOP
     return "broken symbolic link: its target does not exist"
 
 
 def _folder_error(exc: OSError) -> str:
-    if isinstance(exc, PermissionError):
-        return "permission denied: cannot list this folder; check its permissions"
-    if isinstance(exc, FileNotFoundError):
-        return "folder not found (moved or deleted while iqs was reading?)"
     if isinstance(exc, NotADirectoryError):
         return "not a folder any more (replaced while iqs was reading?)"
-    return f"cannot list this folder: {exc.strerror or exc}"
+    return os_error_note(exc, "list this folder",
+                         missing="folder not found (moved or deleted while iqs was reading?)")

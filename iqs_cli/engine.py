@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iqs_cli.card import CLASSES, CardError, ModelCard, file_sha256
+from iqs_cli.card import CLASSES, CardError, ModelCard
+from iqs_cli.fsutil import sha256_file
 from iqs_cli.verdict import softmax
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -62,7 +63,7 @@ class ModelSession:
         if card.onnx_path is None:
             raise CardError("model card has no model file")
         self.card = card
-        self.sha256 = file_sha256(card.onnx_path)
+        self.sha256 = sha256_file(card.onnx_path)
         if verify_sha256 and card.sha256 and card.sha256 != self.sha256:
             raise CardError(
                 f"{card.onnx_path}: sha256 does not match its card (file damaged or replaced?); "
@@ -93,10 +94,6 @@ class ModelSession:
         low, high = self.card.mos_range
         mos = np.clip(np.asarray(mos, np.float32).reshape(-1), low, high)
         return ModelOutputs(softmax(np.asarray(logits, np.float32)), mos, attributes)
-
-    def describe(self) -> str:
-        device = "GPU (CUDA)" if self.providers[0] == "CUDAExecutionProvider" else "CPU"
-        return f"{self.card.name} {self.card.version} on {device}"
 
 
 # Photos per inference call. On a CPU, 2 is as fast as 8 (decoding overlaps inference either

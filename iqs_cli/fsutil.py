@@ -1,4 +1,5 @@
-"""Durable, never-overwriting file operations shared by the sidecar writer, the cull and undo.
+"""Durable, never-overwriting file operations shared by every writer (sidecars, --output, the
+cull, undo), the one sha256 of a file, and the words for OS errors in every message.
 
 A rename is only on disk once its folder is fsync'd; a move never replaces an existing file;
 a copy across filesystems is verified (size and sha256) before the original goes; symbolic
@@ -44,9 +45,19 @@ def replace_durably(tmp: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
-def why(exc: OSError) -> str:
-    """The operating system's words for an error, for messages."""
-    return exc.strerror or str(exc)
+# ---------------------------------------------------------------------------------------------
+# The words for OS errors: every user-facing message about one is made here
+
+
+LINK_LOOP = "symbolic link loop: the link points back at itself"
+
+
+def why(exc: OSError, with_path: bool = False) -> str:
+    """The operating system's words for an error, for messages; `with_path`: and the file it
+    names, "Permission denied: /x/y"."""
+    if with_path and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def remedy(exc: OSError) -> str:
@@ -62,6 +73,33 @@ def remedy(exc: OSError) -> str:
     return "check the file and folder, then re-run"
 
 
+def describe_os_error(exc: OSError, action: str, then: str | None = None) -> str:
+    """A failed `action` on a named path, as a sentence: "cannot ACTION (WHY); THEN", THEN
+    being what happens now or what to do (default: `remedy`). For example
+    `describe_os_error(exc, f"read {path}")`."""
+    return f"cannot {action} ({why(exc)}); {remedy(exc) if then is None else then}"
+
+
+def os_error_note(exc: OSError, action: str, *, missing: str,
+                  check: str = "check its permissions", advice: str | None = None) -> str:
+    """What went wrong with one path, for a record that names the path beside it: a link loop,
+    `missing` (not found), "permission denied: cannot ACTION; CHECK", a folder where a file
+    should be, else "cannot ACTION: WHY[; ADVICE]"."""
+    if exc.errno == errno.ELOOP:
+        return LINK_LOOP
+    if isinstance(exc, FileNotFoundError):
+        return missing
+    if isinstance(exc, PermissionError):
+        return f"permission denied: cannot {action}; {check}"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not a file"
+    return f"cannot {action}: {why(exc)}" + (f"; {advice}" if advice else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing whole files
+
+
 def write_atomic(target: Path, data: bytes | str, keep_mode_of: Path | None = None) -> None:
     """Put `data` at `target` whole or not at all: a temp file beside it (same filesystem),
     fsync'd, renamed over it, the rename made durable. `keep_mode_of`: copy that file's
@@ -71,17 +109,7 @@ def write_atomic(target: Path, data: bytes | str, keep_mode_of: Path | None = No
         data = data.encode("utf-8")
     tmp = None
     try:
-        for _ in range(100):
-            candidate = temp_path(target, secrets.token_hex(TEMP_TOKEN_LENGTH // 2))
-            try:
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                             | getattr(os, "O_BINARY", 0), 0o666)
-            except FileExistsError:
-                continue
-            tmp = candidate
-            break
-        else:
-            raise FileExistsError(errno.EEXIST, "no free temporary name", str(target.parent))
+        fd, tmp = create_temp(target)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -99,6 +127,20 @@ def write_atomic(target: Path, data: bytes | str, keep_mode_of: Path | None = No
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def create_temp(target: Path) -> tuple[int, Path]:
+    """A new, empty temporary file beside `target` (`temp_path`, a random token), opened for
+    writing: (file descriptor, path). Raises OSError."""
+    for _ in range(100):
+        candidate = temp_path(target, secrets.token_hex(TEMP_TOKEN_LENGTH // 2))
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        return fd, candidate
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(target.parent))
 
 
 def fitting_name(prefix: str, name: str, suffix: str) -> str:
@@ -187,6 +229,7 @@ def rename_noreplace(src: Path, dst: Path) -> None:
 
 
 def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, hex (read in CHUNK-sized pieces)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(CHUNK), b""):

@@ -39,8 +39,8 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .fsutil import (TEMP_TOKEN_LENGTH, copy_verified, fitting_name, fsync_dir, temp_path,
-                     temp_prefix, why)
+from .fsutil import (TEMP_TOKEN_LENGTH, copy_verified, describe_os_error, fitting_name,
+                     fsync_dir, temp_path, temp_prefix, why)
 
 STATE_DIR = ".iqs"
 JOURNAL_VERSION = 1
@@ -120,8 +120,8 @@ class JournalFile:
             if sync:
                 os.fsync(self.fd)
         except OSError as exc:
-            raise JournalError(f"cannot write the undo journal {self.path} ({why(exc)}); "
-                               f"{then}") from None
+            raise JournalError(describe_os_error(exc, f"write the undo journal {self.path}",
+                                                 then)) from None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -165,9 +165,9 @@ class Journal:
                 made_folder = True
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         except OSError as exc:
-            raise JournalError(f"cannot create the undo journal in {folder} ({why(exc)}); iqs "
-                               "changes nothing it could not undo — make the folder writable, "
-                               "then re-run") from None
+            raise JournalError(describe_os_error(
+                exc, f"create the undo journal in {folder}", "iqs changes nothing it could not "
+                "undo — make the folder writable, then re-run")) from None
         journal = cls(root, path, fd, made_folder)
         try:
             journal._append({"op": "begin", "version": JOURNAL_VERSION, "root": str(root),
@@ -206,8 +206,8 @@ class Journal:
                 self.backups.mkdir(parents=True, exist_ok=True)
                 copy_verified(Path(path), backup)
             except OSError as exc:
-                raise JournalError(f"cannot back up {path} to {backup} ({why(exc)}); it was not "
-                                   "changed") from None
+                raise JournalError(describe_os_error(exc, f"back up {path} to {backup}",
+                                                     "it was not changed")) from None
             fsync_dir(self.backups)
         self._append({"op": "write", "id": step, "path": self._rel(path), "existed": existed,
                       "backup": self._rel(backup) if backup else None,

@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO
 
@@ -18,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from iqs_cli.card import CLASSES
+from iqs_cli.fsutil import create_temp, replace_durably
 from iqs_cli.result import ShotResult
 from iqs_cli.verdict import REASON_SEPARATOR, WORDING
 
@@ -50,19 +50,20 @@ def csv_row(result: ShotResult) -> list:
 
 
 class AtomicTextFile:
-    """A text file that appears complete at its path or not at all."""
+    """A text file written as it streams that appears complete at its path or not at all: a
+    temporary file beside it (fsutil.create_temp) until `commit` renames it into place, durably
+    (fsutil.replace_durably)."""
 
     def __init__(self, path: Path):
         self.path = path
-        folder = path.parent if str(path.parent) else Path(".")
-        fd, self.temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, self.temp = create_temp(path)
         self.handle = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="")
 
     def commit(self) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
-        os.replace(self.temp, self.path)
+        replace_durably(self.temp, self.path)
 
     def abort(self) -> None:
         self.handle.close()

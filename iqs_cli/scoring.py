@@ -8,7 +8,7 @@ memory stays flat however many photos there are. Results come out in input order
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -175,8 +175,7 @@ class Scorer:
         result.attributes = outputs.get("attributes", {})
         result.label, result.stars, result.reasons = verdict.label, verdict.stars, verdict.reasons
 
-    def score(self, entries: Iterable[Shot | DiscoveryError],
-              on_result: Callable[[ShotResult], None] | None = None) -> Iterator[ShotResult]:
+    def score(self, entries: Iterable[Shot | DiscoveryError]) -> Iterator[ShotResult]:
         stream = iter(entries)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="iqs-decode") as pool:
             self._pool = pool
@@ -189,10 +188,7 @@ class Scorer:
                 size = self.batch_size
                 current = [self._start(entry, pool) for entry in chunk]
                 if previous is not None:
-                    for result in self._finish(previous):
-                        if on_result:
-                            on_result(result)
-                        yield result
+                    yield from self._finish(previous)
                 if not chunk:
                     break
                 previous = current

@@ -92,16 +92,10 @@ def reason_wording(card: ModelCard | None = None) -> dict[str, str]:
     if card is None:
         return wording
     wording.update(card_reasons(card.attributes))
-    by_attribute = card.raw.get("attribute_reasons")
-    if isinstance(by_attribute, dict):
-        for attribute, text in by_attribute.items():
-            if isinstance(text, str) and text.strip():
-                wording[reason_token(str(attribute))] = _clean_wording(text)
-    by_token = card.raw.get("reasons")
-    if isinstance(by_token, dict):
-        for token, text in by_token.items():
-            if isinstance(text, str) and text.strip():
-                wording[str(token)] = _clean_wording(text)
+    for attribute, text in card.attribute_reasons.items():
+        wording[reason_token(attribute)] = _clean_wording(text)
+    for token, text in card.reasons.items():
+        wording[token] = _clean_wording(text)
     return wording
 
 

@@ -38,8 +38,15 @@ def labels(results) -> list[tuple]:
     return [(Path(r.path).name, r.label, r.mos, r.error) for r in results]
 
 
+def keeps_entries(cache: ResultCache) -> bool:
+    """Whether the cache stores an entry and gives it back (False: it works as no cache)."""
+    key = FileKey(b"/probe.jpg", 1, 1)
+    cache.put_many([(key, {"probabilities": GOOD_PROBS, "mos": 50.0})])
+    return cache.get(key) is not None
+
+
 def assert_unusable(cache: ResultCache, *words: str) -> None:
-    assert not cache.enabled
+    assert not keeps_entries(cache)
     warning = cache.take_warning()
     assert warning is not None and str(cache.path) in warning
     assert "scoring without it" in warning and "IQS_CACHE_DIR" in warning and "\n" not in warning
@@ -129,10 +136,10 @@ class FailingDb:
 
 def test_a_cache_that_fails_later_warns_once(tmp_path):
     cache = ResultCache(tmp_path / "results.sqlite3", model_sha256="m")
-    assert cache.enabled and cache.take_warning() is None
+    assert keeps_entries(cache) and cache.take_warning() is None
     real, cache._db = cache._db, FailingDb()
     key = FileKey(b"/x.jpg", 1, 1)
-    assert cache.get(key) is None and not cache.enabled
+    assert cache.get(key) is None and not keeps_entries(cache)
     warning = cache.take_warning()
     assert "disk I/O error" in warning and str(cache.path) in warning
     assert cache.get(key) is None and cache.take_warning() is None

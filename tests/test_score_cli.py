@@ -263,9 +263,9 @@ def test_cache_rescores_only_what_changed(photos, tiny_model, monkeypatch):
     records = {Path(r["path"]).name: r for r in jsonl(second.stdout)}
     assert records["mid.jpg"]["mos"] > {Path(r["path"]).name: r for r in first}["mid.jpg"]["mos"]
     from iqs_cli.cache import FileKey, ResultCache
-    from iqs_cli.card import file_sha256
+    from iqs_cli.fsutil import sha256_file
 
-    cache = ResultCache(model_sha256=file_sha256(tiny_model))
+    cache = ResultCache(model_sha256=sha256_file(tiny_model))
     assert cache.get(FileKey.of(photos / "dark.jpg")) is not None
     cache.close()
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from iqs_cli.card import DEFAULT_MODEL_NAME, file_sha256, image_to_tensor, load_card, shipped_models_dir
+from iqs_cli.card import DEFAULT_MODEL_NAME, image_to_tensor, load_card, shipped_models_dir
 from iqs_cli.engine import ModelSession
+from iqs_cli.fsutil import sha256_file
 from iqs_cli.verdict import Thresholds, label_from_probabilities
 
 
@@ -27,7 +28,7 @@ def test_default_model_is_iqs_base():
 
 def test_card_is_complete_and_matches_the_file(shipped):
     card, _ = shipped
-    assert card.sha256 == file_sha256(card.onnx_path)
+    assert card.sha256 == sha256_file(card.onnx_path)
     assert card.onnx_path.stat().st_size <= 25 * 1024 * 1024
     assert set(card.attributes) >= {"blur", "noise", "underexposure", "compression"}
     raw = json.loads(card.onnx_path.with_suffix(".json").read_text())

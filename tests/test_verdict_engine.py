@@ -150,8 +150,8 @@ def test_shipped_cards_word_their_reasons():
         card = load_card(WEIGHTS / f"{name}.onnx")
         wording = reason_wording(card)
         # Cards from `iqs export` list tokens (`reasons`); older ones worded attributes.
-        listed = card.raw.get("reasons") or {
-            reason_token(attribute): text for attribute, text in card.raw["attribute_reasons"].items()}
+        listed = card.reasons or {
+            reason_token(attribute): text for attribute, text in card.attribute_reasons.items()}
         assert listed and all(wording[token] == text for token, text in listed.items())
         assert set(card_reasons(card.attributes)) <= set(wording)
         verdict = decide(REJECTED, 10.0, {"overexposure": 0.9, "color": 0.6}, card)

@@ -24,6 +24,7 @@ from conftest import make_photo
 from iqs_cli import fsutil, xmp
 from iqs_cli.result import ShotResult
 from iqs_cli.xmp import XmpError
+from iqs_cli.xmp import files as xmp_files
 
 DATA = Path(__file__).resolve().parent / "data" / "xmp"
 OWNED = {"XMP-digiKam:PickLabel", "XMP-xmp:Rating", "XMP-digiKam:ColorLabel", "XMP-xmp:Label"}
@@ -431,7 +432,7 @@ def test_read_only_existing_sidecar_is_refused(tmp_path, monkeypatch):
     sidecar = xmp.sidecar_path(photo)
     shutil.copyfile(DATA / "digikam.xmp", sidecar)
     original = sidecar.read_bytes()
-    monkeypatch.setattr(xmp.os, "access", lambda path, mode: False)  # root ignores chmod
+    monkeypatch.setattr(xmp_files.os, "access", lambda path, mode: False)  # root ignores chmod
     with pytest.raises(XmpError, match="read-only"):
         xmp.write_labels(photo, verdict("rejected"))
     assert sidecar.read_bytes() == original
@@ -475,7 +476,7 @@ def test_failed_replace_leaves_no_temp_and_the_old_sidecar(tmp_path, monkeypatch
     def full_disk(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(xmp.os, "replace", full_disk)
+    monkeypatch.setattr(fsutil.os, "replace", full_disk)
     with pytest.raises(XmpError, match="disk is full"):
         xmp.write_labels(photo, verdict("rejected"), overwrite=True)
     monkeypatch.undo()

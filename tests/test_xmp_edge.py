@@ -19,6 +19,7 @@ from conftest import make_photo
 from iqs_cli import fsutil, xmp
 from iqs_cli.result import ShotResult
 from iqs_cli.xmp import XmpError
+from iqs_cli.xmp import files as xmp_files
 
 needs_exiftool = pytest.mark.skipif(shutil.which("exiftool") is None,
                                     reason="exiftool (libimage-exiftool-perl) is not installed")
@@ -135,7 +136,7 @@ def test_an_oversized_sidecar_is_refused_unread(tmp_path, monkeypatch):
         handle.truncate(xmp.MAX_SIDECAR_BYTES + 1)
     reads = []
     real_read = os.read
-    monkeypatch.setattr(xmp.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    monkeypatch.setattr(xmp_files.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
     with pytest.raises(XmpError, match="too large"):
         xmp.write_labels(photo, verdict())
     assert reads == []  # refused from its size, before a byte was read
