@@ -185,14 +185,14 @@ def results_table(results: list[ShotResult], wording: dict[str, str] | None = No
         score = Text(f"{r.mos:4.1f} ")
         if r.label != "rejected":
             score.append_text(stars_text(r.stars, r.label))
-        table.add_row(
-            shorten_middle(names[id(r)], photo_width),
+        table.add_row(  # Text, not str: a file name like "[x]1.jpg" is not markup
+            Text(shorten_middle(names[id(r)], photo_width)),
             Text(r.label or "", style=LABEL_STYLES.get(r.label or "", "")),
-            score, reasons_text(r.reasons, wording),
+            score, Text(reasons_text(r.reasons, wording)),
         )
     for r in results:
         if not r.ok:
-            table.add_row(shorten_middle(names[id(r)], photo_width),
+            table.add_row(Text(shorten_middle(names[id(r)], photo_width)),
                           Text("error", style="bold magenta"), "",
                           Text(r.error or "", style="magenta"))
     return table

@@ -141,3 +141,11 @@ def test_skips_for_want_of_shared_data_are_named_in_the_summary(pytester):
     outcome.assert_outcomes(skipped=1)
     assert any("1 tests skipped: ../shared/data is not beside this checkout" in line
                for line in outcome.outlines)
+
+
+def test_names_with_brackets_show_in_full_in_the_table():
+    results = [ShotResult(path="/p/[x]1.jpg", files=["/p/[x]1.jpg"], label="accepted",
+                          mos=80.0, stars=5),
+               ShotResult(path="/p/[bold]2.jpg", files=["/p/[bold]2.jpg"], error="broken [red]")]
+    text = "\n".join(rendered(results_table(results, width=100), 100))
+    assert "[x]1.jpg" in text and "[bold]2.jpg" in text and "broken [red]" in text
