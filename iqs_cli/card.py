@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from iqs_cli.fsutil import sha256_file
 
 CLASSES = ("rejected", "pending", "accepted")
 DEFAULT_MODEL_NAME = "iqs-base"
@@ -100,11 +99,6 @@ def image_to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
     array = np.asarray(image, dtype=np.float32) / 255.0
     array = (array - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
-
-
-def file_sha256(path: Path) -> str:
-    """Kept while training/ still imports it: use iqs_cli.fsutil.sha256_file."""
-    return sha256_file(path)
 
 
 def _wordings(value: object) -> dict[str, str]:

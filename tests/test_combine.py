@@ -102,7 +102,7 @@ def test_combined_json_loads_every_dataset(combined):
 
 def test_combined_json_train_section_is_one_the_train_loop_accepts():
     pytest.importorskip("torch")
-    from iqs_training.train import merge_config
+    from iqs_training.config import merge_config
 
     train = merge_config(json.loads(COMBINED.read_text())["train"])
     assert train["input"]["size"] == 384

@@ -19,7 +19,9 @@ torch = pytest.importorskip("torch")
 
 from iqs_cli.card import InputSpec  # noqa: E402
 from iqs_training import crossval  # noqa: E402
-from iqs_training.train import merge_config, model_from_config, save_weights_checkpoint  # noqa: E402
+from iqs_training.checkpoint import save_weights_checkpoint  # noqa: E402
+from iqs_training.config import merge_config  # noqa: E402
+from iqs_training.train import model_from_config  # noqa: E402
 
 CONFIG = {
     "seed": 0,

@@ -13,14 +13,15 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from conftest import make_photo  # noqa: E402
-from iqs_cli.card import InputSpec, file_sha256, image_to_tensor, load_card  # noqa: E402
+from iqs_cli.card import InputSpec, image_to_tensor, load_card  # noqa: E402
 from iqs_cli.decode import load_rgb  # noqa: E402
+from iqs_cli.fsutil import sha256_file  # noqa: E402
+from iqs_training.checkpoint import save_weights_checkpoint  # noqa: E402
 from iqs_training.data import RecordDataset, record_tensor  # noqa: E402
 from iqs_training.datasets.base import Record  # noqa: E402
 from iqs_training.evaluate import evaluate_model  # noqa: E402
 from iqs_training.export import export_model  # noqa: E402
 from iqs_training.model import IQSNet  # noqa: E402
-from iqs_training.train import save_weights_checkpoint  # noqa: E402
 
 ATTRIBUTES = ["blur", "noise", "underexposure", "overexposure", "compression", "color"]
 SPEC = InputSpec(size=96, resize="squash")
@@ -53,7 +54,7 @@ def photos(shared_data) -> list:
 
 
 def torch_outputs(checkpoint, batch: np.ndarray):
-    from iqs_training.train import load_checkpoint
+    from iqs_training.checkpoint import load_checkpoint
 
     net, _ = load_checkpoint(checkpoint)
     with torch.no_grad():
@@ -93,7 +94,7 @@ def test_batch_is_dynamic_and_the_fixed_input_graph_is_lean(exported):
 
 def test_the_lean_graph_gives_the_dynamic_graph_s_outputs_exactly(checkpoint, tmp_path):
     from iqs_training.export import export_onnx
-    from iqs_training.train import load_checkpoint
+    from iqs_training.checkpoint import load_checkpoint
 
     net, _ = load_checkpoint(checkpoint)
     dynamic, lean = tmp_path / "dynamic.onnx", tmp_path / "lean.onnx"
@@ -129,7 +130,7 @@ def test_card_has_the_contract_fields(exported):
     }
     assert "attribute_reasons" not in data
     assert data["thresholds"]["reason"] == 0.5 and len(data["thresholds"]["stars"]) == 4
-    assert data["sha256"] == file_sha256(exported)
+    assert data["sha256"] == sha256_file(exported)
     assert {"data", "config", "date", "commit"} <= set(data["training"])
     assert data["metrics"]["clive"]["srcc"] == 0.61
     assert "Apache-2.0" in data["license"]
@@ -212,7 +213,7 @@ def test_int8_keeps_the_early_layers_in_fp32_and_reports_its_fidelity(exported, 
     assert quantized and all(not name.startswith(EARLY_FP32) for name in quantized)
     assert any(n.name.startswith(EARLY_FP32) for n in convs)  # the stem stays fp32
     card = json.loads(exported.with_suffix(".json").read_text())
-    card["sha256"] = file_sha256(small)
+    card["sha256"] = sha256_file(small)
     small.with_suffix(".json").write_text(json.dumps(card))
     report = fidelity(exported, small, photos, [10.0, 30, 50, 60, 70, 90], photos[:2])
     assert report["photos"] == 6 and report["sanity_photos"] == 2

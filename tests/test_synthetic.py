@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import make_photo
@@ -23,16 +26,14 @@ from iqs_training.datasets.synthetic import (
 from iqs_training.fullref import (
     DEFAULT_MAPPING,
     TARGET_QUALITY,
-    calibration_rows,
-    calibration_table,
     color_difference,
     distortion_index,
-    fit_mapping,
     full_reference_scores,
     gmsd,
     ms_ssim,
     pseudo_mos,
 )
+from iqs_training.fullref_calibrate import calibration_rows, calibration_table, fit_mapping
 
 REJECTED, PENDING, ACCEPTED = (CLASS_INDEX[name] for name in ("rejected", "pending", "accepted"))
 
@@ -343,3 +344,13 @@ def test_calibration_on_a_pristine_photo_spans_the_mos_scale(shared_data):
     refitted = fit_mapping(rows)
     assert refitted.ms_ssim_scale == DEFAULT_MAPPING.ms_ssim_scale
     assert misfit(refitted) < misfit(DEFAULT_MAPPING)
+
+
+def test_the_calibration_tool_runs_as_a_module_and_explains_itself(tmp_path):
+    run = [sys.executable, "-m", "iqs_training.fullref_calibrate"]
+    shown = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "PRISTINE_DIR" in shown.stdout and "--fit" in shown.stdout
+    missing = subprocess.run([*run, str(tmp_path / "nowhere")], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2 and "not a folder" in missing.stderr

@@ -289,7 +289,7 @@ def test_training_written_to_a_file_is_one_line_per_epoch(tmp_path):
 
 def test_the_my_photos_config_reads_a_path_mos_label_csv(tmp_path):
     from iqs_training.datasets.combine import load_combined
-    from iqs_training.train import merge_config
+    from iqs_training.config import merge_config
 
     make_rated_folder(tmp_path, count=60, label=True, name="my-photos")
     config = json.loads((REPO / "training" / "configs" / "my-photos.json").read_text())

@@ -19,7 +19,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from iqs_cli.card import file_sha256, load_card  # noqa: E402
+from iqs_cli.card import load_card  # noqa: E402
+from iqs_cli.fsutil import sha256_file  # noqa: E402
 from iqs_training import commands  # noqa: E402
 from iqs_training.metrics import rmse, srcc  # noqa: E402
 
@@ -111,7 +112,7 @@ def test_train_export_score_end_to_end(tiny):
     assert exported.exit_code == 0, exported.output
     onnx_path = tiny / "model" / "tiny-iqs.onnx"
     card = load_card(onnx_path)
-    assert card.sha256 == file_sha256(onnx_path)
+    assert card.sha256 == sha256_file(onnx_path)
     assert card.metrics["tiny"]["n_mos"] == 30 and card.metrics["split"] == "val"
 
     data = commands._load_data(json.loads(config.read_text()), tiny)

@@ -1,9 +1,10 @@
 """What `iqs train`, `iqs eval` and `iqs export` do, as plain functions (the typer CLI in
-iqs_cli/cli.py parses options and calls these; torch is imported only from here on).
+iqs_cli/cli.py parses options and calls these; torch is imported only from here on, by the
+functions that need it).
 
 A config is one JSON file: the datasets and their rules (training.datasets.combine), an
 optional top-level "input" (the model's input, used when "train" has none) and the "train"
-section (training.train.DEFAULTS lists every option).
+section (training.config.DEFAULTS lists every option).
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ import shlex
 import warnings
 from pathlib import Path
 
+from iqs_cli.card import CardError, card_from_dict
+from iqs_cli.fsutil import replace_durably, write_atomic
+from .config import TrainError, merge_config
 from .datasets.base import DataWarning, DatasetError, Record
+from .datasets.combine import load_combined
 from .datasets.csvfile import DatasetWarning
+from .evaluate import evaluate_model, plain_json
 
 # Below these many labelled photos a run still trains, but says so (docs/design.md: a
 # 139-photo validation split already moves by +-0.04 SRCC from split to split).
@@ -48,7 +54,7 @@ def train_section(config: dict) -> dict:
     """The config's `train` section, with the top-level "input" when it gives none."""
     section = config.get("train", {})
     if not isinstance(section, dict):
-        raise CommandError("config \"train\" must be an object (see training/train.py DEFAULTS)")
+        raise CommandError("config \"train\" must be an object (see training/config.py DEFAULTS)")
     section = dict(section)
     if "input" not in section and "input" in config:
         section["input"] = config["input"]
@@ -56,8 +62,6 @@ def train_section(config: dict) -> dict:
 
 
 def _load_data(config: dict, data_root: Path, allow_missing: bool = False):
-    from .datasets.combine import load_combined
-
     try:
         return load_combined(config, Path(data_root), allow_missing=allow_missing)
     except DatasetError as exc:
@@ -65,13 +69,9 @@ def _load_data(config: dict, data_root: Path, allow_missing: bool = False):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from .evaluate import plain_json
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(plain_json(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(plain_json(data), indent=2, allow_nan=False) + "\n")
 
 
 def labelled_counts(data) -> dict[str, int]:
@@ -105,8 +105,9 @@ def train(config: Path, data_root: Path, out_dir: Path, device: str = "cpu", res
 
     epochs overrides the config's; stop_after ends this call after that many epochs (continue
     with resume=True: the result is the same as one uninterrupted run)."""
+    # Here, not above: both import torch.
     from .export import git_commit
-    from .train import TrainError, merge_config, train_model
+    from .train import train_model
 
     raw = read_config(config)
     try:
@@ -170,11 +171,6 @@ def evaluate(model: Path, config: Path, data_root: Path, split: str = "test", de
              out: Path | None = None, batch_size: int = 16, allow_missing: bool = False) -> dict:
     """Metrics of a model (.onnx with its card, or a checkpoint) on one split of the config's
     data: SRCC/PLCC/KRCC/RMSE per dataset, accuracy/macro-F1/confusion for classes."""
-    from iqs_cli.card import CardError
-
-    from .evaluate import evaluate_model
-    from .train import TrainError
-
     data, records = _split_records(config, data_root, split, allow_missing)
     try:
         report = evaluate_model(Path(model), records, device=device, batch_size=batch_size)
@@ -234,10 +230,7 @@ def export(checkpoint: Path, out: Path, name: str | None = None, version: str = 
     All or nothing: the model and its card are made under temporary names beside <out> and
     renamed into place only when the evaluation too has succeeded; a failure leaves <out>.onnx
     and <out>.json as they were (none, or the previous export)."""
-    from iqs_cli.card import CardError, card_from_dict
-
-    from .export import ExportError, export_model
-    from .train import TrainError
+    from .export import ExportError, export_model  # here, not above: it imports torch
 
     report = None
     if isinstance(metrics, (str, Path)):
@@ -270,9 +263,10 @@ def export(checkpoint: Path, out: Path, name: str | None = None, version: str = 
             data["metrics"] = card_metrics(report)
             card_from_dict(data, staged_onnx)
             _write_json(staged_card, data)
-        # The model first, its card (which holds the model's sha256) last.
-        os.replace(staged_onnx, final_onnx)
-        os.replace(staged_card, final_card)
+        # Both are whole on disk (written by write_atomic): only renames are left, the model
+        # first, its card (which holds the model's sha256) last.
+        replace_durably(staged_onnx, final_onnx)
+        replace_durably(staged_card, final_card)
     finally:
         for path in (staged_onnx, staged_card):
             path.unlink(missing_ok=True)

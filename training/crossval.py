@@ -2,10 +2,10 @@
 
     python -m iqs_training.crossval --run runs/iqs-base [--folds 5] [--repeats 2] [--out report.json]
 
-A finished run folder holds `best.pt` and its feature caches (training/train.py). With the whole
-backbone frozen the model is its feature BatchNorm plus linear heads, and the heads are solved
-on cached features (training/headfit.py), so the recipe can be re-run on any split of the
-photos without touching an image. This script pools every photo of one dataset (default CLIVE) with a MOS from
+A finished run folder holds `best.pt` and its feature caches (training/features.py). With
+the whole backbone frozen the model is its feature BatchNorm plus linear heads, and the heads
+are solved on cached features (training/headfit.py), so the recipe can be re-run on any split
+of the photos without touching an image. This script pools every photo of one dataset (default CLIVE) with a MOS from
 the run's train cache (view 0 and its mirror image) and validation cache (view 0), splits the
 photos into k folds (stratified by MOS, or plain random; `--repeats` different seeds) and for
 each fold:
@@ -48,9 +48,11 @@ from iqs_cli.card import CLASSES
 from iqs_cli.card import InputSpec, ModelCard
 from iqs_cli.verdict import decide
 from . import metrics as M
+from .checkpoint import load_checkpoint
+from .config import TrainError
 from .evaluate import plain_json
+from .features import FeatureStore
 from .headfit import _normalized, check_linear_heads, fit_arrays, set_heads, synthetic_rows
-from .train import FeatureStore, TrainError, load_checkpoint
 
 
 class CrossvalError(Exception):

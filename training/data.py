@@ -29,7 +29,10 @@ from torch.utils.data import Dataset
 
 from iqs_cli.card import InputSpec, image_to_tensor
 from iqs_cli.decode import DecodeError, load_rgb
+from .datasets import synthetic as synth_module
 from .datasets.base import CLASS_INDEX, DatasetError, Record
+from .datasets.styles import style_group
+from .fullref import full_reference_scores, quality_factor
 
 SYNTHETIC_DATASET = "synthetic"
 
@@ -163,8 +166,6 @@ class SyntheticDataset(Dataset):
     def __init__(self, synthetic, spec: InputSpec, attributes: Sequence[str],
                  dataset_names: Sequence[str], ladder_levels: int = 0,
                  include_reference: bool = True, use_mos: bool = True, style_groups: int = 0):
-        from .datasets import synthetic as synth_module
-
         check_fixed_size(spec)
         self.synthetic = synthetic
         self.module = synth_module
@@ -215,8 +216,6 @@ class SyntheticDataset(Dataset):
 
     def _ladder(self, index: int) -> list[dict]:
         synth, m = self.synthetic, self.module
-        from .fullref import full_reference_scores, quality_factor
-
         rng = np.random.default_rng((synth.seed, synth.epoch, index, 1))
         ref_index = int(rng.integers(len(synth.references)))
         crop = synth.reference_crop(ref_index, rng)
@@ -241,8 +240,6 @@ class SyntheticDataset(Dataset):
         return items
 
     def _styles(self, index: int) -> list[dict]:
-        from .datasets.styles import style_group
-
         synth = self.synthetic
         rng = np.random.default_rng((synth.seed, synth.epoch, index, 2))
         ref_index = int(rng.integers(len(synth.references)))

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from iqs_cli.card import CLASSES
+from iqs_cli.card import CLASSES, load_card
 from . import metrics as M
 from .datasets.base import Record
+from .datasets.combine import confusion_by_dataset
 
 
 @dataclass
@@ -48,7 +49,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def predict_model(model, dataset, device, batch_size: int = 32, num_workers: int = 0,
                   store=None) -> Predictions:
     """Torch model (eval mode) over a RecordDataset (train=False), or over cached features."""
-    import torch
+    import torch  # here, not above: the CLI imports this module for plain_json, without torch
     from torch.utils.data import DataLoader
 
     was_training = model.training
@@ -79,7 +80,7 @@ def predict_model(model, dataset, device, batch_size: int = 32, num_workers: int
 def predict_onnx(onnx_path: Path, records: Sequence[Record], device: str = "cpu",
                  batch_size: int = 16) -> Predictions:
     """What `iqs score` computes for each record's file (decode errors are reported, not raised)."""
-    from iqs_cli.card import load_card
+    # Here, not above (see predict_model): training.data imports torch, the engine ONNX Runtime.
     from iqs_cli.decode import DecodeError
     from iqs_cli.engine import ModelSession
     from .data import record_tensor
@@ -134,16 +135,14 @@ def predict_onnx(onnx_path: Path, records: Sequence[Record], device: str = "cpu"
 def predict_checkpoint(checkpoint: Path, records: Sequence[Record], device: str = "cpu",
                        batch_size: int = 16, num_workers: int = 0) -> tuple[Predictions, dict]:
     """Predictions of a checkpoint's export weights, and the checkpoint's contents."""
-    from iqs_cli.card import InputSpec
+    # Here, not above: both import torch (see predict_model).
+    from .checkpoint import checkpoint_input, load_checkpoint, resolve_device
     from .data import RecordDataset
-    from .train import load_checkpoint, resolve_device
 
     dev = resolve_device(device)
     model, state = load_checkpoint(checkpoint, dev)
-    spec = state["input"]
-    spec = InputSpec(size=spec["size"], resize=spec["resize"], crop=spec["crop"],
-                     mean=tuple(spec["mean"]), std=tuple(spec["std"]))
-    dataset = RecordDataset(records, spec, train=False, attributes=state["attributes"])
+    dataset = RecordDataset(records, checkpoint_input(state), train=False,
+                            attributes=state["attributes"])
     return predict_model(model, dataset, dev, batch_size, num_workers), state
 
 
@@ -166,8 +165,6 @@ def metrics_report(records: Sequence[Record], preds: Predictions,
 
     has_label = valid & np.array([r.label is not None for r in records], dtype=bool)
     if has_label.any():
-        from .datasets.combine import confusion_by_dataset
-
         kept = np.flatnonzero(valid)
         report["confusion_by_dataset"] = confusion_by_dataset(
             [records[i] for i in kept], predicted[kept].tolist())
@@ -233,8 +230,6 @@ def evaluate_model(model_path: Path, records: Sequence[Record], device: str = "c
     """Metrics report of an .onnx model or a training checkpoint on `records`."""
     model_path = Path(model_path)
     if model_path.suffix.lower() in (".onnx", ".json"):
-        from iqs_cli.card import load_card
-
         card = load_card(model_path)
         preds = predict_onnx(card.onnx_path, records, device, batch_size)
         attribute_names = list(card.attributes)

@@ -6,18 +6,19 @@ a centre crop), H and W are fixed and the backbone's TF-"same" padding is folded
 convolutions (training/onnx_lean.py: the lean graph, about a third faster on a CPU); otherwise
 they stay dynamic and the padding is computed inside the graph.
 
-Both files are written to temporary names in the target folder and renamed into place, the
-ONNX file first, the card (which holds the ONNX file's sha256) last: a crash never leaves a
-card that points at a half-written model. Before the rename the ONNX file is run once with
-ONNX Runtime and compared with torch on the same input.
+The ONNX file is made under a temporary name in the target folder, checked, run once with
+ONNX Runtime and compared with torch on the same input; only then are both files put in place,
+each whole or not at all (iqs_cli.fsutil.write_atomic), the ONNX file first, the card (which
+holds the ONNX file's sha256) last: a crash never leaves a card that points at a half-written
+model.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +27,16 @@ import torch
 from iqs_cli.card import (
     CLASSES,
     DEFAULT_STAR_THRESHOLDS,
-    InputSpec,
     ModelCard,
     card_from_dict,
     card_to_dict,
-    file_sha256,
 )
+from iqs_cli.fsutil import sha256_file, write_atomic
 from iqs_cli.verdict import DEFAULT_REASON_THRESHOLD, card_reasons
+from .checkpoint import checkpoint_input, load_checkpoint
 from .evaluate import plain_json
 from .model import ExportWrapper
 from .onnx_lean import fold_static_padding
-from .train import load_checkpoint
 
 OPSET = 17
 PARITY_TOLERANCE = {"class_logits": 1e-3, "mos": 1e-2, "attributes": 1e-4}
@@ -86,8 +86,6 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int, opset: int = OPSET,
     example = torch.zeros(2, 3, size, size)
     dynamic = {"image": {0: "N", 2: "H", 3: "W"}, "class_logits": {0: "N"}, "mos": {0: "N"},
                "attributes": {0: "N"}}
-    import warnings
-
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript;
         # it is the one that works with what iqs installs.
@@ -100,7 +98,7 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int, opset: int = OPSET,
         )
     if not fixed_size:
         return 0
-    import onnx
+    import onnx  # here, not above: `iqs train` imports this module (git_commit) and never needs it
 
     lean, folded = fold_static_padding(onnx.load(str(path)), size, size)
     onnx.save(lean, str(path))
@@ -109,7 +107,7 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int, opset: int = OPSET,
 
 def check_parity(net: torch.nn.Module, path: Path, size: int, seed: int = 0) -> dict[str, float]:
     """Max abs difference torch vs ONNX Runtime per output on a random batch of 3."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # here, not above: only the parity check runs the graph
 
     x = torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (3, 3, size, size)).astype(np.float32))
     wrapper = ExportWrapper(net).eval()
@@ -141,16 +139,13 @@ def export_model(checkpoint: Path, out: Path, name: str | None = None, version: 
     onnx_path = out.parent / f"{out.name}.onnx"
     card_path = out.parent / f"{out.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    spec_data = state["input"]
-    spec = InputSpec(size=int(spec_data["size"]), resize=spec_data["resize"], crop=spec_data["crop"],
-                     mean=tuple(spec_data["mean"]), std=tuple(spec_data["std"]))
+    spec = checkpoint_input(state)
 
     tmp_onnx = onnx_path.with_name(f".{onnx_path.name}.tmp")
-    tmp_card = card_path.with_name(f".{card_path.name}.tmp")
     try:
         fixed = spec.resize == "squash" or spec.crop == "center"  # every photo: one tensor size
         folded = export_onnx(net, tmp_onnx, spec.size, opset, fixed_size=fixed)
-        import onnx
+        import onnx  # see export_onnx
 
         onnx.checker.check_model(str(tmp_onnx))
         diffs = check_parity(net, tmp_onnx, spec.size)
@@ -199,14 +194,11 @@ def export_model(checkpoint: Path, out: Path, name: str | None = None, version: 
                          "graph": ({"input_hw": [spec.size, spec.size],
                                     "same_padding_folded_into_convs": folded}
                                    if fixed else {"input_hw": "dynamic"})}
-        data["sha256"] = file_sha256(tmp_onnx)
+        data["sha256"] = sha256_file(tmp_onnx)
         card_from_dict(data, onnx_path)  # the run-time's own check of what we write
         text = json.dumps(plain_json(data), indent=2, allow_nan=False) + "\n"
-        tmp_card.write_text(text, encoding="utf-8")
-        os.replace(tmp_onnx, onnx_path)
-        os.replace(tmp_card, card_path)
+        write_atomic(onnx_path, tmp_onnx.read_bytes())  # the model first,
+        write_atomic(card_path, text)  # its card (which holds the model's sha256) last
     finally:
-        for tmp in (tmp_onnx, tmp_card):
-            if tmp.exists():
-                tmp.unlink()
+        tmp_onnx.unlink(missing_ok=True)
     return onnx_path

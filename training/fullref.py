@@ -9,16 +9,14 @@ it without torch.
 Both structural metrics work on luma, so they hardly notice a colour cast or a saturation loss;
 `color_difference` (mean CIELab Delta E of the smoothed images) covers colour and overall tone.
 
-Run `python -m iqs_training.fullref [PRISTINE_DIR] [--fit]` to print the calibration table (mean
-pseudo-MOS per distortion type and level over crops of the pristine photographs) and, with
---fit, the mapping refitted to those crops.
+The mapping is calibrated on crops of the pristine photographs (training/fullref_calibrate.py:
+`python -m iqs_training.fullref_calibrate [PRISTINE_DIR] [--fit]` prints the mean pseudo-MOS
+per distortion type and level and, with --fit, the mapping refitted to those crops).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -191,11 +189,12 @@ class QualityMapping:
 
     Whichever metric sees the damage (gradients, structure, colour and tone) counts. The colour
     term grows faster than linearly because a small global shift of colour or brightness is
-    hardly noticed while a large one ruins a photo. The defaults come from `fit_mapping` on the
-    pristine photographs (`python -m iqs_training.fullref --fit`). Fitted freely, MS-SSIM gets no
-    weight (GMSD explains the same cells); its scale is held at 0.3, where it costs the fit
-    little, because GMSD pools by standard deviation and under-rates damage spread evenly over
-    the image, which MS-SSIM's mean pooling sees.
+    hardly noticed while a large one ruins a photo. The defaults come from
+    `fullref_calibrate.fit_mapping` on the pristine photographs (`python -m
+    iqs_training.fullref_calibrate --fit`). Fitted freely, MS-SSIM gets no weight (GMSD
+    explains the same cells); its scale is held at 0.3, where it costs the fit little, because
+    GMSD pools by standard deviation and under-rates damage spread evenly over the image, which
+    MS-SSIM's mean pooling sees.
     """
 
     gmsd_scale: float = 0.057
@@ -238,108 +237,6 @@ def pseudo_mos(
     the human MOS for a well-rated CLIVE photo); identical images get exactly that, and the
     score falls toward 0 as `quality_factor` does. Calibrated on the pristine photographs so
     that level-1 distortions land around 70-85 and level-5 ones around 10-25 (see
-    `calibration_rows`, `calibration_table`, `fit_mapping`).
+    training/fullref_calibrate.py).
     """
     return float(reference_mos * quality_factor(full_reference_scores(reference, distorted)))
-
-
-def calibration_rows(
-    pristine_dir: Path,
-    crop_size: int = 384,
-    reference_short_side: int = 512,
-    crops_per_cell: int = 20,
-    seed: int = 0,
-) -> list[dict]:
-    """Full-reference scores of every distortion type at every level on crops of the pristine
-    photographs: `crops_per_cell` random crops per (type, level), cycling through the photos.
-
-    Each row: {"kind", "level", "ms_ssim", "gmsd", "delta_e"}.
-    """
-    from .datasets.synthetic import DISTORTIONS, LEVELS, SyntheticDistortions, distort
-
-    suffixes = {".jpg", ".jpeg", ".png"}
-    photos = sorted(p for p in Path(pristine_dir).iterdir() if p.suffix.lower() in suffixes)
-    if not photos:
-        raise FileNotFoundError(f"no .jpg/.png photographs in {pristine_dir}")
-    source = SyntheticDistortions(
-        photos, crop_size=crop_size, samples_per_epoch=1, seed=seed,
-        reference_short_side=reference_short_side,
-    )
-    rng = np.random.default_rng(seed)
-    rows = []
-    for kind in DISTORTIONS:
-        for level in LEVELS:
-            for n in range(crops_per_cell):
-                reference = source.reference_crop(n % len(photos), rng)
-                scores = full_reference_scores(reference, distort(reference, kind, level, rng))
-                rows.append({"kind": kind, "level": level, **scores.as_dict()})
-    return rows
-
-
-def _scores(row: dict) -> FullReferenceScores:
-    return FullReferenceScores(row["ms_ssim"], row["gmsd"], row["delta_e"])
-
-
-def calibration_table(
-    rows: list[dict], mapping: QualityMapping = DEFAULT_MAPPING
-) -> dict[str, list[dict[str, float]]]:
-    """{type: [per level 1..5: mean "pseudo_mos" (reference 85), "ms_ssim", "gmsd", "delta_e"]}."""
-    table: dict[str, list[dict[str, float]]] = {}
-    for kind in dict.fromkeys(row["kind"] for row in rows):
-        table[kind] = []
-        for level in range(1, len(TARGET_QUALITY) + 1):
-            cell = [row for row in rows if row["kind"] == kind and row["level"] == level]
-            keys = ("ms_ssim", "gmsd", "delta_e")
-            means = {key: float(np.mean([r[key] for r in cell])) for key in keys}
-            quality = np.mean([mapping.factor(_scores(r)) for r in cell])
-            table[kind].append({"pseudo_mos": float(DEFAULT_REFERENCE_MOS * quality), **means})
-    return table
-
-
-def fit_mapping(rows: list[dict], ms_ssim_scale: float = 0.3) -> QualityMapping:
-    """The mapping whose mean quality per (type, level) cell is closest (least squares) to
-    TARGET_QUALITY, MS-SSIM's scale held at `ms_ssim_scale` (see `QualityMapping`)."""
-    from scipy.optimize import minimize
-
-    cells: dict[tuple[str, int], np.ndarray] = {}
-    for row in rows:
-        cells.setdefault((row["kind"], row["level"]), []).append(
-            (row["gmsd"], 1.0 - row["ms_ssim"], row["delta_e"])
-        )
-    cells = {key: np.array(values) for key, values in cells.items()}
-
-    def loss(log_params: np.ndarray) -> float:
-        gmsd_scale, delta_e_scale, delta_e_power, slope = np.exp(log_params)
-        total = 0.0
-        for (_, level), m in cells.items():
-            index = (
-                m[:, 0] / gmsd_scale
-                + m[:, 1] / ms_ssim_scale
-                + (m[:, 2] / delta_e_scale) ** delta_e_power
-            )
-            total += (np.mean(1.0 / (1.0 + index**slope)) - TARGET_QUALITY[level - 1]) ** 2
-        return total
-
-    start = DEFAULT_MAPPING
-    x0 = np.log([start.gmsd_scale, start.delta_e_scale, start.delta_e_power, start.slope])
-    result = minimize(loss, x0, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-4})
-    gmsd_scale, delta_e_scale, delta_e_power, slope = (float(v) for v in np.exp(result.x))
-    return QualityMapping(gmsd_scale, ms_ssim_scale, delta_e_scale, delta_e_power, slope)
-
-
-def _print_table(table: dict[str, list[dict[str, float]]]) -> None:
-    print(f"{'type':<22}" + "".join(f"{'L' + str(level):>7}" for level in range(1, 6)))
-    for kind, cells in table.items():
-        print(f"{kind:<22}" + "".join(f"{cell['pseudo_mos']:7.1f}" for cell in cells))
-    means = [np.mean([cells[i]["pseudo_mos"] for cells in table.values()]) for i in range(5)]
-    print(f"{'mean':<22}" + "".join(f"{m:7.1f}" for m in means))
-
-
-if __name__ == "__main__":
-    # python -m iqs_training.fullref [PRISTINE_DIR] [--fit]   (about 2 minutes on one core)
-    arguments = [a for a in sys.argv[1:] if a != "--fit"]
-    default_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "pristine"
-    calibration = calibration_rows(Path(arguments[0]) if arguments else default_dir)
-    _print_table(calibration_table(calibration))
-    if "--fit" in sys.argv[1:]:
-        print("refitted:", fit_mapping(calibration))

@@ -31,9 +31,11 @@ from PIL import Image, ImageFilter
 from iqs_cli.card import CLASSES, image_to_tensor, load_card
 from iqs_cli.decode import load_rgb
 from iqs_cli.engine import ModelSession, outputs_row
+from iqs_cli.fsutil import write_atomic
 from iqs_cli.verdict import decide
 from . import commands
 from .datasets import synthetic as synth
+from .evaluate import plain_json
 from .metrics import mos_metrics, srcc
 
 # Severe distortions a photographer rejects on sight: the issue's "always rejected" set.
@@ -323,8 +325,6 @@ def main() -> None:
 
 def publish(report: dict, out: Path | None) -> None:
     """Print a report as JSON, and write it to `out` when given."""
-    from .evaluate import plain_json
-
     text = json.dumps(plain_json(report), indent=2)
     print(text)
     if out:
@@ -333,14 +333,10 @@ def publish(report: dict, out: Path | None) -> None:
 
 def update_card(model: Path, edit) -> None:
     """Apply `edit` (card dict -> None) to the card beside `model`, replaced atomically."""
-    from .evaluate import plain_json
-
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())
     edit(card)
-    tmp = card_path.with_name(f".{card_path.name}.tmp")
-    tmp.write_text(json.dumps(plain_json(card), indent=2) + "\n")
-    os.replace(tmp, card_path)
+    write_atomic(card_path, json.dumps(plain_json(card), indent=2) + "\n")
 
 if __name__ == "__main__":
     main()

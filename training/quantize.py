@@ -15,6 +15,8 @@ their severe distortions) whose labels must not change.
 
 from __future__ import annotations
 
+import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,8 @@ import numpy as np
 
 from iqs_cli.card import image_to_tensor, load_card
 from iqs_cli.decode import load_rgb
+from iqs_cli.fsutil import sha256_file, write_atomic
+from . import commands
 
 # Node-name prefixes kept in fp32 ("early2": the stem and the first two blocks).
 EARLY_FP32 = ("/net/_conv_stem", "/net/_blocks.0/", "/net/_blocks.1/")
@@ -130,13 +134,6 @@ def quantize_model(fp32: Path, config: Path, data_root: Path, out: Path, split: 
     """Write OUT.onnx (int8 of `fp32`) and OUT.json (fp32's card plus `precision`: how it was
     made and its fidelity on the config's held-out `split` and on the whole photos in `sanity`,
     default DATA_ROOT/pristine). All or nothing, like export. Returns the `precision` entry."""
-    import json
-    import os
-
-    from iqs_cli.card import file_sha256
-
-    from . import commands
-
     fp32, out = Path(fp32), Path(out)
     out = out.with_suffix("") if out.suffix == ".onnx" else out
     train = commands.split_records(config, data_root, "train")
@@ -151,19 +148,20 @@ def quantize_model(fp32: Path, config: Path, data_root: Path, out: Path, split: 
         info = quantize(fp32, tmp, calibration_tensors(fp32, [r.path for r in chosen]))
         card = json.loads(fp32.with_suffix(".json").read_text())
         card["name"] = out.name
-        card["sha256"] = file_sha256(tmp)
+        card["sha256"] = sha256_file(tmp)
         tmp.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         report = fidelity(fp32, tmp, [r.path for r in held_out],
                           [float(r.mos) for r in held_out], sanity_photos)
         info.update({"calibration": f"{len(chosen)} photos of the train split of {config}, "
                                     "decoded as at run time",
-                     "source": {"model": fp32.name, "sha256": file_sha256(fp32)},
+                     "source": {"model": fp32.name, "sha256": sha256_file(fp32)},
                      "fidelity": {"split": split, **report,
                                   "rule": f"SRCC change >= -{MAX_SRCC_DROP}, labels agree >= "
                                           f"{MIN_LABEL_AGREEMENT:.0%}, sanity labels unchanged"}})
         card["precision"] = info
-        os.replace(tmp, out.with_suffix(".onnx"))
-        out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        # The model first, its card (which holds the model's sha256) last, each whole.
+        write_atomic(out.with_suffix(".onnx"), tmp.read_bytes())
+        write_atomic(out.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
     finally:
         for leftover in (tmp, tmp.with_suffix(".json")):
             if leftover.exists():
@@ -172,9 +170,6 @@ def quantize_model(fp32: Path, config: Path, data_root: Path, out: Path, split: 
 
 
 def main() -> None:
-    import argparse
-    import json
-
     parser = argparse.ArgumentParser(
         description="Quantize an exported model to int8 and check it against its fp32 source: "
                     "writes OUT.onnx and OUT.json (the fp32 card plus precision and fidelity).")
