@@ -18,7 +18,7 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from iqs_cli.card import CLASSES
+from iqs_cli.vocabulary import CLASSES
 from iqs_cli.fsutil import why
 
 SCHEMA_VERSION = 1

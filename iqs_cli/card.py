@@ -1,4 +1,6 @@
-"""The model card: what a model expects as input and what its outputs mean.
+"""The model card: what a model expects as input and what its outputs mean. Cards are read
+(`read_card`, `load_card`, `card_from_dict`) and written (`write_card`, `card_to_dict`) only
+here; the names in them (classes, attributes, InputSpec) come from iqs_cli/vocabulary.py.
 
 A model is `<name>.onnx` with `<name>.json` beside it (see docs/design.md, "The model
 contract"). The command reads only the card to preprocess, and training uses the same
@@ -8,50 +10,24 @@ contract"). The command reads only the card to preprocess, and training uses the
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from iqs_cli.fsutil import write_atomic
+from iqs_cli.vocabulary import CLASSES, InputSpec  # noqa: F401 (InputSpec: re-exported)
 
-CLASSES = ("rejected", "pending", "accepted")
+
 DEFAULT_MODEL_NAME = "iqs-base"
 
 # Stars from MOS (0-100): a MOS >= the n-th threshold earns n+1 stars (1 star below the first).
 DEFAULT_STAR_THRESHOLDS = (30.0, 45.0, 60.0, 72.0)
-DRAFT_TOLERANCE = 0.9  # see InputSpec.decode_min_side
 
 
 class CardError(Exception):
     """A model card or model file is missing or malformed (message says what to do)."""
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    size: int = 384  # square side, or the short side when resize == "short_side"
-    resize: str = "squash"  # "squash": whole photo to size x size; "short_side": keep aspect
-    crop: str = "none"  # "none" or "center" (center square crop after a short-side resize)
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    layout: str = "NCHW"
-    color: str = "RGB"
-
-    @property
-    def decode_min_side(self) -> int:
-        """Short side to ask the decoder for. JPEG draft mode scales by 1/2, 1/4 or 1/8; a
-        24 MP photo at 1/8 is 750x500, just under a 512 input, and 1/4 costs ~60 % more to
-        decode. Accepting up to 10 % below the input size (a slight upscale in the resize)
-        keeps the cheaper scale; training decodes the same way, so both see one tensor."""
-        return max(1, math.ceil(self.size * DRAFT_TOLERANCE))
-
-    def output_hw(self, width: int, height: int) -> tuple[int, int]:
-        """Height and width of the tensor made from a width x height image."""
-        if self.resize == "squash" or self.crop == "center":
-            return self.size, self.size
-        scale = self.size / min(width, height)
-        return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 @dataclass
@@ -72,6 +48,8 @@ class ModelCard:
     # left out.
     reasons: dict[str, str] = field(default_factory=dict)
     attribute_reasons: dict[str, str] = field(default_factory=dict)
+    # How the ONNX graph was made (`iqs export`: backbone, opset, parity, ...); {} when unknown.
+    model: dict = field(default_factory=dict)
     onnx_path: Path | None = None
     raw: dict = field(default_factory=dict)  # the card as read: keys iqs does not use survive
 
@@ -112,16 +90,7 @@ def _wordings(value: object) -> dict[str, str]:
 
 def card_from_dict(data: dict, onnx_path: Path | None = None) -> ModelCard:
     try:
-        spec = data["input"]
-        input_spec = InputSpec(
-            size=int(spec["size"]),
-            resize=spec.get("resize", "squash"),
-            crop=spec.get("crop", "none"),
-            mean=tuple(float(v) for v in spec.get("mean", (0.5, 0.5, 0.5))),
-            std=tuple(float(v) for v in spec.get("std", (0.5, 0.5, 0.5))),
-            layout=spec.get("layout", "NCHW"),
-            color=spec.get("color", "RGB"),
-        )
+        input_spec = InputSpec.from_dict(data["input"])
         card = ModelCard(
             name=str(data["name"]),
             version=str(data.get("version", "0")),
@@ -136,6 +105,7 @@ def card_from_dict(data: dict, onnx_path: Path | None = None) -> ModelCard:
             license=str(data.get("license", "")),
             reasons=_wordings(data.get("reasons")),
             attribute_reasons=_wordings(data.get("attribute_reasons")),
+            model=dict(data["model"]) if isinstance(data.get("model"), dict) else {},
             onnx_path=onnx_path,
             raw=data,
         )
@@ -149,15 +119,14 @@ def card_from_dict(data: dict, onnx_path: Path | None = None) -> ModelCard:
 
 
 def card_to_dict(card: ModelCard) -> dict:
-    spec = card.input
+    """The card as JSON data: what `card_from_dict` reads back. Keys iqs does not use (in
+    `card.raw`) keep their place; `reasons`, `attribute_reasons` and `model` are written only
+    when they have entries."""
     data = dict(card.raw)
     data.update(
         name=card.name,
         version=card.version,
-        input=dict(
-            size=spec.size, resize=spec.resize, crop=spec.crop, mean=list(spec.mean),
-            std=list(spec.std), layout=spec.layout, color=spec.color,
-        ),
+        input=card.input.to_dict(),
         classes=list(card.classes),
         attributes=list(card.attributes),
         mos_range=list(card.mos_range),
@@ -167,10 +136,51 @@ def card_to_dict(card: ModelCard) -> dict:
         sha256=card.sha256,
         license=card.license,
     )
-    for key, wording in (("reasons", card.reasons), ("attribute_reasons", card.attribute_reasons)):
-        if wording:
-            data[key] = dict(wording)
+    for key, entries in (("reasons", card.reasons), ("attribute_reasons", card.attribute_reasons),
+                         ("model", card.model)):
+        if entries:
+            data[key] = dict(entries)
     return data
+
+
+def plain_json(value):
+    """`value` with numpy scalars/arrays and paths made plain, NaN/inf as None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain_json(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def card_text(card: ModelCard) -> str:
+    """The card file's text (strict JSON, indented, newline at the end), once the run time's
+    own check has read it back (CardError otherwise)."""
+    text = json.dumps(plain_json(card_to_dict(card)), indent=2, allow_nan=False) + "\n"
+    card_from_dict(json.loads(text), card.onnx_path)
+    return text
+
+
+def write_card(card: ModelCard, path: Path) -> None:
+    """Write `card` to `path` whole or not at all (see card_text)."""
+    write_atomic(Path(path), card_text(card))
+
+
+def read_card(path: Path, onnx_path: Path | None = None) -> ModelCard:
+    """The card at `path` (a .json file); CardError when it cannot be read or is malformed."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CardError(f"{path}: cannot read model card ({exc})") from exc
+    return card_from_dict(data, onnx_path)
 
 
 def shipped_models_dir() -> Path:
@@ -210,9 +220,4 @@ def resolve_model(model: str | None) -> Path:
 
 def load_card(model: str | Path | None) -> ModelCard:
     onnx_path = resolve_model(None if model is None else str(model))
-    card_path = onnx_path.with_suffix(".json")
-    try:
-        data = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CardError(f"{card_path}: cannot read model card ({exc})") from exc
-    return card_from_dict(data, onnx_path)
+    return read_card(onnx_path.with_suffix(".json"), onnx_path)

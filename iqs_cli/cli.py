@@ -399,7 +399,7 @@ def eval_command(
                                    allow_missing=allow_missing)
     except commands.CommandError as exc:
         fail_usage(str(exc))
-    from iqs_training.evaluate import plain_json
+    from iqs_cli.card import plain_json
 
     print(json.dumps(plain_json(report), indent=2))
 

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iqs_cli.card import CLASSES, CardError, ModelCard
+from iqs_cli.card import CardError, ModelCard
 from iqs_cli.fsutil import sha256_file
 from iqs_cli.verdict import softmax
+from iqs_cli.vocabulary import (CLASSES, ONNX_INPUT, OUTPUT_ATTRIBUTES,
+                                REQUIRED_OUTPUTS)
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -79,16 +81,17 @@ class ModelSession:
             raise EngineError(f"{card.onnx_path}: ONNX Runtime cannot load the model ({exc})") from exc
         self.providers = self.session.get_providers()
         outputs = {o.name for o in self.session.get_outputs()}
-        missing = {"class_logits", "mos"} - outputs
-        if missing or [i.name for i in self.session.get_inputs()] != ["image"]:
+        missing = set(REQUIRED_OUTPUTS) - outputs
+        if missing or [i.name for i in self.session.get_inputs()] != [ONNX_INPUT]:
             raise CardError(
-                f"{card.onnx_path}: not an iqs model (needs input 'image' and outputs "
-                f"class_logits, mos; missing {sorted(missing) or 'input image'})"
+                f"{card.onnx_path}: not an iqs model (needs input '{ONNX_INPUT}' and outputs "
+                f"{', '.join(REQUIRED_OUTPUTS)}; missing {sorted(missing) or f'input {ONNX_INPUT}'})"
             )
-        self.output_names = ["class_logits", "mos"] + (["attributes"] if "attributes" in outputs else [])
+        self.output_names = list(REQUIRED_OUTPUTS) + (
+            [OUTPUT_ATTRIBUTES] if OUTPUT_ATTRIBUTES in outputs else [])
 
     def infer(self, batch: np.ndarray) -> ModelOutputs:
-        results = self.session.run(self.output_names, {"image": batch})
+        results = self.session.run(self.output_names, {ONNX_INPUT: batch})
         logits, mos = results[0], results[1]
         attributes = results[2] if len(results) > 2 else None
         low, high = self.card.mos_range

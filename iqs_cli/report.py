@@ -1,7 +1,7 @@
 """Writing results: a rich table for people, JSON lines / JSON / CSV for scripts.
 
 Machine formats carry reason tokens (`blur`, `underexposed`, ...); only the table shows their
-human wording (iqs_cli/verdict.py, REASONS and `reason_wording`)."""
+human wording (REASONS in iqs_cli/vocabulary.py, `reason_wording` in iqs_cli/verdict.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from iqs_cli.card import CLASSES
+from iqs_cli.vocabulary import CLASSES
 from iqs_cli.fsutil import create_temp, replace_durably
 from iqs_cli.result import ShotResult
-from iqs_cli.verdict import REASON_SEPARATOR, WORDING
+from iqs_cli.verdict import REASON_SEPARATOR
+from iqs_cli.vocabulary import WORDING
 
 FORMATS = ("auto", "table", "jsonl", "json", "csv")
 LABEL_STYLES = {"rejected": "bold red", "pending": "yellow", "accepted": "bold green"}
@@ -201,7 +202,7 @@ def results_table(results: list[ShotResult], wording: dict[str, str] | None = No
 def summary_line(results_count: dict[str, int], failed: int, cached: int, seconds: float) -> Text:
     total = sum(results_count.values()) + failed
     text = Text()
-    for label in ("accepted", "pending", "rejected"):
+    for label in reversed(CLASSES):  # accepted, pending, rejected
         text.append(f"{results_count.get(label, 0)} {label}", style=LABEL_STYLES[label])
         text.append(", ")
     text.append(f"{failed} failed", style="bold magenta" if failed else "")

@@ -1,9 +1,9 @@
 """Model outputs -> pick label, stars and reasons. Every threshold lives here or in the card.
 
 Reasons are short stable tokens (`blur`, `underexposed`, `low_quality`, ...): they are what
-JSON, JSONL, CSV, XMP (`Xmp.iqs.reasons`) and `ShotResult.reasons` carry. REASONS below is the
-one table of them; the human wording beside each token is shown only in the terminal table
-(`reason_wording`), where a card may reword it but never rename a token.
+JSON, JSONL, CSV, XMP (`Xmp.iqs.reasons`) and `ShotResult.reasons` carry. REASONS (in
+iqs_cli/vocabulary.py) is the one table of them; the human wording beside each token is shown
+only in the terminal table (`reason_wording`), where a card may reword it but never rename a token.
 
 Which shots get which reasons (`reasons_for`):
 
@@ -33,28 +33,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from iqs_cli.card import CLASSES, ModelCard
+from iqs_cli.card import ModelCard
+from iqs_cli.vocabulary import (
+    CLASSES, LOW_QUALITY, TOKEN_OF_ATTRIBUTE, WORDING,
+)
 
 # Joins reasons in CSV cells and in the table. Tokens and wordings never contain ";" (tokens
 # are [A-Za-z0-9_.-]; wordings from a card have ";" replaced), so a cell splits back exactly.
 REASON_SEPARATOR = "; "
-LOW_QUALITY = "low_quality"
-
-# The one table of reasons: attribute name -> token -> human wording. LOW_QUALITY stands for no
-# single attribute. An attribute missing here gets its own name as token (see reason_token).
-REASONS: tuple[tuple[str | None, str, str], ...] = (
-    ("blur", "blur", "blurry"),
-    ("motion_blur", "motion_blur", "motion blur"),
-    ("noise", "noise", "noisy"),
-    ("underexposure", "underexposed", "underexposed"),
-    ("overexposure", "overexposed", "overexposed"),
-    ("compression", "compression", "heavy JPEG artifacts"),
-    ("color", "color", "poor color (cast or washed out)"),
-    ("contrast", "contrast", "low contrast"),
-    (None, LOW_QUALITY, "low overall quality"),
-)
-TOKEN_OF_ATTRIBUTE = {attribute: token for attribute, token, _ in REASONS if attribute}
-WORDING = {token: wording for _, token, wording in REASONS}
 DEFAULT_REASON_THRESHOLD = 0.5
 
 _NOT_IN_TOKEN = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-import sys
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 pytest_plugins = ["pytester"]  # tests of this file's own summary hook
 
 TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
 SHARED_DATA = TESTS.parent.parent / "shared" / "data"
 NO_SHARED_DATA = "../shared/data is not beside this checkout"
 
@@ -36,9 +35,30 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from tinymodel import build_tiny_model
+    from tests.helpers import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture
+def user_tmp_path():
+    """A fresh folder an unprivileged user can reach (pytest's own tmp tree is root-only when
+    the tests run as root), owned by the user tests.helpers.unprivileged() switches to;
+    removed after. For the permission tests."""
+    from tests.helpers import unprivileged_ids
+
+    folder = Path(tempfile.mkdtemp(prefix="iqs-test-"))
+    try:
+        if os.geteuid() == 0:
+            unreachable = [p for p in folder.parents if not os.stat(p).st_mode & 0o001]
+            if unreachable:
+                pytest.skip(f"the temporary folder is under {unreachable[0]}, which only its owner "
+                            "may enter: no unprivileged user could reach the test files")
+            os.chown(folder, *unprivileged_ids())
+        folder.chmod(0o755)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -46,13 +66,3 @@ def isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own results cache (never the user's)."""
     monkeypatch.setenv("IQS_CACHE_DIR", str(tmp_path / "iqs-cache"))
 
-
-def make_photo(path: Path, size=(64, 48), brightness: int = 128, seed: int = 0, **save) -> Path:
-    """A small photo-like image (gradient + noise) of the given mean brightness."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    base = np.linspace(-30, 30, w)[None, :, None] + np.linspace(-20, 20, h)[:, None, None]
-    pixels = np.clip(brightness + base + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, **save)
-    return path

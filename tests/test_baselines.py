@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_photo
+from tests.helpers import make_photo
 from PIL import Image
 from scipy import ndimage
 

@@ -4,14 +4,13 @@ later, and entries of the wrong shape each give one warning (once), and results 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_photo
+from tests.helpers import make_photo, unprivileged
 from iqs_cli.cache import FileKey, ResultCache
 from iqs_cli.card import load_card
 from iqs_cli.cli import app
@@ -87,13 +86,14 @@ def test_no_permission_to_make_the_cache_folder(tmp_path, monkeypatch):
     assert_unusable(ResultCache(tmp_path / "c" / "results.sqlite3"), "Permission denied")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_cache_folder(tmp_path):
-    folder = tmp_path / "ro"
+def test_read_only_cache_folder(user_tmp_path):
+    """Run as an unprivileged user even under root (root writes into read-only folders)."""
+    folder = user_tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        assert_unusable(ResultCache(folder / "results.sqlite3"))
+        with unprivileged():
+            assert_unusable(ResultCache(folder / "results.sqlite3"))
     finally:
         folder.chmod(0o755)
 

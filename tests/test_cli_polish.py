@@ -7,11 +7,10 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from conftest import make_photo
+from tests.helpers import make_photo
 from iqs_cli import xmp
 from iqs_cli.cli import app
 from iqs_cli.report import plural, results_table, shorten_middle, summary_line

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_photo
-from iqs_training.datasets.base import CLASS_INDEX, DatasetError, Record
+from tests.helpers import make_photo
+from iqs_cli.vocabulary import CLASS_INDEX
+from iqs_training.datasets.base import DatasetError, Record
 from iqs_training.datasets.combine import (
     DEFAULT_RULES,
     ClassRules,

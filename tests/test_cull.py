@@ -20,42 +20,16 @@ from iqs_cli import cull, fsutil, xmp
 from iqs_cli.cull import CullError
 from iqs_cli.journal import STATE_DIR, Journal, JournalError, journals, process_start
 from iqs_cli.undo import undo
-from iqs_cli.result import ShotResult
+from tests.helpers import put, run_cull, tree
+from tests.helpers import rejected_shot as shot
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "xmp"
 
 
-def shot(*files: Path, label="rejected") -> ShotResult:
-    return ShotResult(path=str(files[0]), files=[str(f) for f in files], label=label, stars=1,
-                      mos=20.0, probabilities={"rejected": 0.9, "pending": 0.05, "accepted": 0.05})
-
-
-def put(path: Path, content: bytes | str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if content is None:
-        content = f"bytes of {path.name}".encode()
-    path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return path
-
-
-def tree(root: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file, the journal folder left out."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in root.rglob("*")
-            if p.is_file() and STATE_DIR not in p.relative_to(root).parts}
-
-
 def folders(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*")
             if p.is_dir() and STATE_DIR not in p.relative_to(root).parts}
-
-
-def run_cull(results, root, dest=None):
-    plan = cull.plan_moves(results, root, dest)
-    with Journal.create(root) as journal:
-        report = cull.execute(plan, journal)
-    return plan, report
 
 
 @pytest.fixture

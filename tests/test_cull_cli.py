@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import signal
@@ -15,19 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_photo
+from tests.helpers import exiftool, make_photo, tree
 from iqs_cli.cli import app
 
 runner = CliRunner()
 EXIFTOOL = shutil.which("exiftool")
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".iqs" not in p.relative_to(root).parts
-    }
 
 
 @pytest.fixture
@@ -53,8 +43,7 @@ def shoot(tmp_path) -> Path:
 
 
 def exif(*paths: Path) -> list[dict]:
-    out = subprocess.run([EXIFTOOL, "-j", "-G1", "-struct", *map(str, paths)], capture_output=True, text=True)
-    return json.loads(out.stdout)
+    return exiftool(*paths, options=("-G1", "-struct"))
 
 
 def test_cull_labels_moves_and_undo_restores(shoot, tiny_model):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_photo
+from tests.helpers import make_photo, unprivileged
 from iqs_cli import decode
 from iqs_cli.decode import IMAGE_EXTENSIONS, RAW_EXTENSIONS, DecodeError, load_rgb
 
@@ -280,17 +280,14 @@ def test_memory_error_becomes_decode_error(tmp_path, monkeypatch):
     assert "not enough memory" in _error(path)
 
 
-def test_permission_denied(tmp_path, monkeypatch):
-    path = make_photo(tmp_path / "locked.jpg")
-    if os.geteuid() == 0:  # root reads anything: make open() refuse instead
-        def refuse(*args, **kwargs):
-            raise PermissionError(13, "Permission denied", str(path))
-
-        monkeypatch.setattr(decode, "open", refuse, raising=False)
-    else:
-        path.chmod(0)
+def test_permission_denied(user_tmp_path):
+    """A file the user may not read (as an unprivileged user even under root, who reads all)."""
+    load_rgb(make_photo(user_tmp_path / "readable.jpg"), 64)  # imports done before dropping root
+    path = make_photo(user_tmp_path / "locked.jpg")
+    path.chmod(0)
     try:
-        assert _error(path).startswith("permission denied")
+        with unprivileged():
+            assert _error(path).startswith("permission denied")
     finally:
         path.chmod(0o644)
 

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_photo
+from tests.helpers import make_photo
 from iqs_cli import decode
 from iqs_cli.cli import app
 from iqs_cli.decode import DecodeError, load_rgb
-from test_rawpreview import TiffWriter, _jpeg, _nef_like
+from tests.test_rawpreview import TiffWriter, _jpeg, _nef_like
 
 
 def _bomb_warnings(caught) -> list:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_photo
+from tests.helpers import make_photo
 from iqs_cli import discover as discover_module
 from iqs_cli.decode import load_rgb
 from iqs_cli.discover import DiscoveryError, Shot, discover, discover_files, paths_from_stdin

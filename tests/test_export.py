@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from conftest import make_photo  # noqa: E402
+from tests.helpers import make_photo  # noqa: E402
 from iqs_cli.card import InputSpec, image_to_tensor, load_card  # noqa: E402
 from iqs_cli.decode import load_rgb  # noqa: E402
 from iqs_cli.fsutil import sha256_file  # noqa: E402
@@ -138,11 +138,16 @@ def test_card_has_the_contract_fields(exported):
     assert card.input == SPEC and card.onnx_path == exported
 
 
-def test_export_replaces_a_model_in_place(checkpoint, exported):
-    again = export_model(checkpoint, exported, version="1.2.4")  # .onnx path works as the stem
-    assert again == exported
-    assert load_card(exported).version == "1.2.4"
-    assert sorted(p.name for p in exported.parent.iterdir()) == ["iqs-test.json", "iqs-test.onnx"]
+def test_export_replaces_a_model_in_place(checkpoint, exported, tmp_path):
+    import shutil
+
+    copy = tmp_path / exported.name  # its own copy: the module's export stays as other tests see it
+    for path in (exported, exported.with_suffix(".json")):
+        shutil.copy(path, tmp_path / path.name)
+    again = export_model(checkpoint, copy, version="1.2.4")  # .onnx path works as the stem
+    assert again == copy
+    assert load_card(copy).version == "1.2.4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iqs-test.json", "iqs-test.onnx"]
 
 
 def test_training_and_run_time_give_the_same_tensor(exported, shared_data, tmp_path):

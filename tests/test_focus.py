@@ -48,7 +48,7 @@ def test_focus_tensor_is_the_window_at_the_input_size(tmp_path):
 
 @pytest.fixture
 def blur_only_card(tmp_path):
-    from tinymodel import build_tiny_model
+    from tests.helpers import build_tiny_model
 
     return load_card(build_tiny_model(tmp_path / "m", name="bluronly", attributes=["blur"]))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_photo
+from tests.helpers import make_photo, unprivileged
 from iqs_cli.cli import app
 
 runner = CliRunner()
@@ -241,11 +241,22 @@ def test_folders_and_non_photos_from_stdin_are_skipped_with_one_note(photos, tmp
     assert only_folders.exit_code == 1 and "no photos found in stdin" in only_folders.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_file(tmp_path, tiny_model):
-    photo = make_photo(tmp_path / "locked.jpg")
+def test_unreadable_file(user_tmp_path, tiny_model, monkeypatch):
+    """Run as an unprivileged user even under root (root reads files whatever their
+    permissions): the model and the cache live where that user can reach them."""
+    model_dir = user_tmp_path / "model"
+    model_dir.mkdir()
+    for part in (tiny_model, tiny_model.with_suffix(".json")):
+        shutil.copy(part, model_dir / part.name)
+    model = model_dir / tiny_model.name
+    warm_up = make_photo(user_tmp_path / "warm-up" / "ok.jpg")
+    assert score(str(warm_up), "--model", str(model)).exit_code == 0  # imports done as root
+    monkeypatch.setenv("IQS_CACHE_DIR", str(user_tmp_path / "cache"))
+    photos = user_tmp_path / "photos"
+    photo = make_photo(photos / "locked.jpg")
     photo.chmod(0)
-    result = score(str(tmp_path), "--model", str(tiny_model), "-f", "jsonl")
+    with unprivileged():
+        result = score(str(photos), "--model", str(model), "-f", "jsonl")
     assert result.exit_code == 1 and "permission" in jsonl(result.stdout)[0]["error"]
 
 

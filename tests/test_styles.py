@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("scipy")
-torch = pytest.importorskip("torch")
 
 from iqs_training.datasets import styles  # noqa: E402
 
@@ -89,11 +88,12 @@ def test_scale_multiplies_pixel_sizes():
 
 
 def test_style_groups_in_the_synthetic_dataset(tmp_path):
+    torch = pytest.importorskip("torch")  # the training dataset yields tensors
     from PIL import Image
 
     from iqs_cli.card import InputSpec
     from iqs_training.data import SYNTHETIC_DATASET, SyntheticDataset
-    from iqs_training.datasets.base import CLASS_INDEX
+    from iqs_cli.vocabulary import CLASS_INDEX
     from iqs_training.datasets.synthetic import SyntheticDistortions
 
     refs = []

@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_photo
+from tests.helpers import make_photo
 from scipy import ndimage
 
-from iqs_training.datasets.base import CLASS_INDEX
+from iqs_cli.vocabulary import CLASS_INDEX
 from iqs_training.datasets.synthetic import (
     ATTRIBUTES,
     DISTORTIONS,

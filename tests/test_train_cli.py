@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import make_photo  # noqa: E402
+from tests.helpers import make_photo  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from iqs_cli.cli import app  # noqa: E402

@@ -4,7 +4,6 @@ the wrong place — through the library and the command line."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -18,7 +17,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_photo
 from iqs_cli import cull, fsutil, journal, xmp
 from iqs_cli.card import load_card
 from iqs_cli.cli import app
@@ -26,6 +24,7 @@ from iqs_cli.journal import FolderLock, Journal, JournalError, journals, read_jo
 from iqs_cli.result import ShotResult
 from iqs_cli.undo import undo
 from iqs_cli.verdict import STARS_BY_LABEL, decide
+from tests.helpers import make_photo, put, rejected_shot, run_cull, tree
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
@@ -35,39 +34,6 @@ PERSON_RATED = (
     'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
     'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:digiKam="http://www.digikam.org/ns/1.0/" '
     '{attrs}/></rdf:RDF></x:xmpmeta>')
-
-
-def tree(root: Path) -> dict[str, str]:
-    """relative path -> sha256 (or link target) of every file, the journal folder left out."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if journal.STATE_DIR in p.relative_to(root).parts:
-            continue
-        if p.is_symlink():
-            out[p.relative_to(root).as_posix()] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-def put(path: Path, content: bytes | str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    content = f"bytes of {path.name}" if content is None else content
-    path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return path
-
-
-def rejected(*files: Path) -> ShotResult:
-    return ShotResult(path=str(files[0]), files=[str(f) for f in files], label="rejected",
-                      stars=1, mos=20.0,
-                      probabilities={"rejected": 0.9, "pending": 0.05, "accepted": 0.05})
-
-
-def run_cull(results, root, dest=None, **plan_options):
-    plan = cull.plan_moves(results, root, dest, **plan_options)
-    with Journal.create(root) as run:
-        report = cull.execute(plan, run)
-    return plan, report
 
 
 @contextmanager
@@ -136,9 +102,9 @@ def test_a_shot_a_person_rated_is_never_moved_and_the_summary_says_why(shoot, ti
 def test_every_kind_of_label_a_person_sets_keeps_the_shot(tmp_path, attrs, why):
     photo = put(tmp_path / "r" / "a.JPG")
     put(tmp_path / "r" / "a.xmp", PERSON_RATED.format(attrs=attrs))  # the Lightroom name
-    plan = cull.plan_moves([rejected(photo)], tmp_path / "r")
+    plan = cull.plan_moves([rejected_shot(photo)], tmp_path / "r")
     assert plan.moves == [] and plan.kept_lines() == [f"a.JPG: {why}"]
-    assert len(cull.plan_moves([rejected(photo)], tmp_path / "r", keep_judged=False).moves) == 2
+    assert len(cull.plan_moves([rejected_shot(photo)], tmp_path / "r", keep_judged=False).moves) == 2
 
 
 def test_labels_iqs_wrote_itself_or_unset_do_not_keep_a_shot(tmp_path):
@@ -148,7 +114,7 @@ def test_labels_iqs_wrote_itself_or_unset_do_not_keep_a_shot(tmp_path):
     b = put(root / "b.JPG")
     # An earlier iqs run labelled a.JPG pending (3 stars); it is rejected now.
     xmp.write_labels(photo, ShotResult(path=str(photo), label="pending", stars=3, mos=50.0))
-    plan = cull.plan_moves([rejected(photo), rejected(b)], root)
+    plan = cull.plan_moves([rejected_shot(photo), rejected_shot(b)], root)
     assert plan.kept == [] and len(plan.moves) == 4
 
 
@@ -199,7 +165,7 @@ def test_journal_lines_are_whole_or_absent_on_a_short_write(tmp_path, monkeypatc
     root = tmp_path / "r"
     photos = [put(root / f"{i}.JPG") for i in range(3)]
     before = tree(root)
-    plan = cull.plan_moves([rejected(p) for p in photos], root)
+    plan = cull.plan_moves([rejected_shot(p) for p in photos], root)
     real_write = os.write
     calls = {"n": 0}
 
@@ -230,7 +196,7 @@ def test_a_failed_or_empty_journal_never_blocks_undo(tmp_path, monkeypatch):
     root = tmp_path / "r"
     photo = put(root / "a.JPG")
     before = tree(root)
-    run_cull([rejected(photo)], root)
+    run_cull([rejected_shot(photo)], root)
 
     def no_space(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -273,7 +239,7 @@ def test_an_interrupted_undo_can_be_run_again_to_the_end(tmp_path):
         for photo in photos[::3]:
             put(photo.with_name(photo.name + ".xmp"), PERSON_RATED.format(attrs=""))
         before = tree(root)
-        results = [rejected(p) for p in photos]
+        results = [rejected_shot(p) for p in photos]
         with Journal.create(root) as run:
             for result in results:  # sidecars written (created or changed), then moved
                 xmp.write_shot(result, recorder=run)
@@ -302,7 +268,7 @@ def test_a_killed_cross_filesystem_undo_leaves_no_second_copy(tmp_path, monkeypa
         real(src, dst)
 
     monkeypatch.setattr(fsutil, "rename_noreplace", other_device)
-    run_cull([rejected(photo)], root, dest)
+    run_cull([rejected_shot(photo)], root, dest)
     real_unlink = os.unlink
 
     def killed_before_deleting(path, *args, **kwargs):
@@ -379,7 +345,7 @@ def test_a_shot_moves_whole_or_not_at_all_when_the_destination_fills_up(tmp_path
     other = put(root / "IMG_2.JPG", os.urandom(4 * 1024))
     before = tree(root)
     with small_disk(tmp_path / "full", "256k") as dest:
-        plan, report = run_cull([rejected(small, big), rejected(other)], root, dest)
+        plan, report = run_cull([rejected_shot(small, big), rejected_shot(other)], root, dest)
         assert [m.src.name for m, _ in report.failed] == ["IMG_1.JPG"]
         assert "No space left" in report.failed[0][1]
         assert [m.src.name for m in report.returned] == ["IMG_1.CR3"]
@@ -403,7 +369,7 @@ def test_journal_on_a_full_disk_stops_cleanly_and_undo_restores(tmp_path):
             pass
         finally:
             os.close(fd)
-        plan = cull.plan_moves([rejected(p) for p in photos], root)
+        plan = cull.plan_moves([rejected_shot(p) for p in photos], root)
         os.truncate(filler, os.path.getsize(filler) - 4096)  # room for a page of journal
         with pytest.raises(JournalError):
             with Journal.create(root) as run:
@@ -422,7 +388,7 @@ def test_links_stay_links_after_a_cross_filesystem_move_and_undo(tmp_path):
     os.symlink("a.JPG", root / "alias.JPG")
     before = tree(root)
     with small_disk(tmp_path / "other", "1m") as dest:
-        plan, report = run_cull([rejected(photo), rejected(root / "alias.JPG")], root, dest)
+        plan, report = run_cull([rejected_shot(photo), rejected_shot(root / "alias.JPG")], root, dest)
         assert report.failed == []
         assert (dest / "alias.JPG").is_symlink() and os.readlink(dest / "alias.JPG") == "a.JPG"
         assert undo(root).errors == []
@@ -440,7 +406,7 @@ def test_names_differing_only_in_case_keep_their_own_sidecars(tmp_path):
     bad, good = put(root / "IMG_1.JPG"), put(root / "IMG_1.jpg")
     put(root / "IMG_1.JPG.xmp", "<bad/>")
     put(root / "IMG_1.jpg.xmp", "<keywords of the kept one/>")
-    plan, report = run_cull([rejected(bad)], root)
+    plan, report = run_cull([rejected_shot(bad)], root)
     assert sorted(m.src.name for m in report.moved) == ["IMG_1.JPG", "IMG_1.JPG.xmp"]
     assert (root / "IMG_1.jpg.xmp").read_text() == "<keywords of the kept one/>"
     assert good.exists()
@@ -450,7 +416,7 @@ def test_a_sidecar_named_in_another_case_still_travels_with_its_photo(tmp_path):
     root = tmp_path / "r"
     photo = put(root / "IMG_1.JPG")
     put(root / "IMG_1.jpg.xmp", "<only one photo could own me/>")
-    plan, report = run_cull([rejected(photo)], root)
+    plan, report = run_cull([rejected_shot(photo)], root)
     assert sorted(m.src.name for m in report.moved) == ["IMG_1.JPG", "IMG_1.jpg.xmp"]
 
 

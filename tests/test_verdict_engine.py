@@ -10,10 +10,9 @@ import pytest
 
 from iqs_cli.card import CardError, InputSpec, image_to_tensor, load_card
 from iqs_cli.engine import EngineError, ModelSession, select_providers
+from iqs_cli.vocabulary import LOW_QUALITY, REASONS
 from iqs_cli.verdict import (
-    LOW_QUALITY,
     REASON_SEPARATOR,
-    REASONS,
     Thresholds,
     card_reasons,
     decide,
@@ -201,7 +200,7 @@ def test_preprocessing_shapes_and_normalization():
     image = Image.new("RGB", (300, 200), (255, 0, 128))
     square = image_to_tensor(image, InputSpec(size=64))
     assert square.shape == (3, 64, 64) and square.dtype == np.float32
-    assert np.allclose(square[:, 10, 10], [1.0, -1.0, 128 / 255 * 2 - 1], atol=1e-5)
+    assert np.allclose(square[:, 10, 10], [1.0, -1.0, 0.0039216], atol=1e-5)  # 255, 0, 128 -> [-1, 1]
     keep = image_to_tensor(image, InputSpec(size=64, resize="short_side"))
     assert keep.shape == (3, 64, 96)
     crop = image_to_tensor(image, InputSpec(size=64, resize="short_side", crop="center"))

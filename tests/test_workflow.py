@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -10,16 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_photo
+from tests.helpers import make_photo, tree
 from iqs_cli import workflow, xmp
 from iqs_cli.journal import FolderBusy, FolderLock
 from iqs_cli.undo import undo
 from iqs_cli.workflow import CullOptions, ScoreOptions, XmpOptions
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and ".iqs" not in p.parts}
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ from __future__ import annotations
 import codecs
 import errno
 import hashlib
-import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pyexiv2
 import pytest
 from PIL import Image
 
-from conftest import make_photo
+from tests.helpers import exiftool, make_photo, unprivileged, unprivileged_ids
 from iqs_cli import fsutil, xmp
 from iqs_cli.result import ShotResult
 from iqs_cli.xmp import XmpError
@@ -40,12 +38,6 @@ def verdict(label="rejected", stars=1, mos=21.25, **extra) -> ShotResult:
                   reasons=["motion_blur", "underexposed"], model="iqs-base", model_version="1.2")
     fields.update(extra)
     return ShotResult(**fields)
-
-
-def exiftool(*paths: Path) -> list[dict]:
-    out = subprocess.run(["exiftool", "-j", "-n", "-XMP:all", "-G1", *map(str, paths)],
-                         capture_output=True, check=False)
-    return json.loads(out.stdout.decode("utf-8"))
 
 
 def foreign(tags: dict) -> dict:
@@ -455,16 +447,20 @@ def test_read_only_folder_gives_a_clear_error(tmp_path, monkeypatch):
     assert not xmp.sidecar_path(photo).exists()
 
 
-def test_real_read_only_folder(tmp_path):
-    folder = tmp_path / "ro"
+def test_real_read_only_folder(user_tmp_path):
+    folder = user_tmp_path / "ro"
+    folder.mkdir()
     photo = make_photo(folder / "a.jpg")
+    if os.geteuid() == 0:
+        os.chown(photo, *unprivileged_ids())
     folder.chmod(0o555)
+    result = verdict("rejected")
     try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as root: folder permissions are not enforced")
-        with pytest.raises(XmpError, match="read-only for you"):
-            xmp.write_labels(photo, verdict("rejected"))
-        assert sorted(p.name for p in folder.iterdir()) == ["a.jpg"]
+        with unprivileged():  # root's power over permissions would hide what a user meets
+            with pytest.raises(XmpError, match="read-only for you"):
+                xmp.write_labels(photo, result)
+            names = sorted(p.name for p in folder.iterdir())
+        assert names == ["a.jpg"]
     finally:
         folder.chmod(0o755)
 

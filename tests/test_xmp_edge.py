@@ -4,18 +4,16 @@ the filesystem's 255-byte limit, and UTF-16 sidecars (converted to UTF-8)."""
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import shutil
 import stat
-import subprocess
 import threading
 from pathlib import Path
 
 import pyexiv2
 import pytest
 
-from conftest import make_photo
+from tests.helpers import exiftool, make_photo
 from iqs_cli import fsutil, xmp
 from iqs_cli.result import ShotResult
 from iqs_cli.xmp import XmpError
@@ -240,9 +238,7 @@ UTF16_FORMS = {
 
 
 def exiftool_tags(path: Path) -> dict:
-    out = subprocess.run(["exiftool", "-j", "-n", "-G1", "-XMP:all", str(path)],
-                         capture_output=True, check=True)
-    tags = json.loads(out.stdout.decode("utf-8"))[0]
+    tags = exiftool(path)[0]
     tags.pop("SourceFile")
     return tags
 

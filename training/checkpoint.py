@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from iqs_cli.card import InputSpec
 from iqs_cli.fsutil import write_atomic
+from iqs_cli.vocabulary import InputSpec
 from .config import DEFAULT_ATTRIBUTES, TrainError, config_digest, merge_config
 from .model import IQSNet, build_model
 from .schedule import restore_rng_states, rng_states
@@ -41,8 +41,7 @@ def checkpoint_info(model: IQSNet, spec: InputSpec, attributes: Sequence[str], c
     return {
         "format": CHECKPOINT_FORMAT,
         "model_hparams": model.hparams(),
-        "input": {"size": spec.size, "resize": spec.resize, "crop": spec.crop,
-                  "mean": list(spec.mean), "std": list(spec.std)},
+        "input": spec.to_dict(),
         "attributes": list(attributes),
         "train_config": cfg,
         "config_digest": config_digest(cfg),
@@ -67,9 +66,7 @@ def data_summary(train_records, val_records, synth_ds) -> dict:
 
 def checkpoint_input(state: dict) -> InputSpec:
     """The model input a checkpoint was trained on."""
-    spec = state["input"]
-    return InputSpec(size=int(spec["size"]), resize=spec["resize"], crop=spec["crop"],
-                     mean=tuple(spec["mean"]), std=tuple(spec["std"]))
+    return InputSpec.from_dict(state["input"])
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

@@ -15,13 +15,13 @@ import shlex
 import warnings
 from pathlib import Path
 
-from iqs_cli.card import CardError, card_from_dict
+from iqs_cli.card import CardError, plain_json, read_card, write_card
 from iqs_cli.fsutil import replace_durably, write_atomic
 from .config import TrainError, merge_config
 from .datasets.base import DataWarning, DatasetError, Record
 from .datasets.combine import load_combined
 from .datasets.csvfile import DatasetWarning
-from .evaluate import evaluate_model, plain_json
+from .evaluate import evaluate_model
 
 # Below these many labelled photos a run still trains, but says so (docs/design.md: a
 # 139-photo validation split already moves by +-0.04 SRCC from split to split).
@@ -259,10 +259,9 @@ def export(checkpoint: Path, out: Path, name: str | None = None, version: str = 
             raise CommandError(str(exc)) from exc
         if measure:
             report = evaluate(staged_onnx, config, data_root, split=split, device=device)
-            data = json.loads(staged_card.read_text(encoding="utf-8"))
-            data["metrics"] = card_metrics(report)
-            card_from_dict(data, staged_onnx)
-            _write_json(staged_card, data)
+            card = read_card(staged_card, staged_onnx)
+            card.metrics = card_metrics(report)
+            write_card(card, staged_card)
         # Both are whole on disk (written by write_atomic): only renames are left, the model
         # first, its card (which holds the model's sha256) last.
         replace_durably(staged_onnx, final_onnx)

@@ -12,11 +12,9 @@ import math
 import warnings
 from collections.abc import Sequence
 
-from iqs_cli.card import InputSpec
+from iqs_cli.vocabulary import DEFAULT_ATTRIBUTES, InputSpec  # noqa: F401 (re-exported)
 from .datasets.base import DataWarning, Record
 from .datasets.synthetic import ATTRIBUTES as SYNTHETIC_ATTRIBUTES
-
-DEFAULT_ATTRIBUTES = ("blur", "noise", "underexposure", "overexposure", "compression", "color")
 
 # The `train` section of a config with every default; a config states only what differs.
 DEFAULTS: dict = {
@@ -103,9 +101,8 @@ def config_digest(cfg: dict) -> str:
 
 
 def input_spec(cfg: dict) -> InputSpec:
-    spec = cfg["input"]
-    return InputSpec(size=int(spec["size"]), resize=spec.get("resize", "squash"),
-                     crop=spec.get("crop", "none"))
+    """The model input a config asks for: its `input` gives size, resize and crop."""
+    return InputSpec.from_dict({k: v for k, v in cfg["input"].items() if k in ("size", "resize", "crop")})
 
 
 def default_attributes(records: Sequence[Record], synthetic: bool) -> list[str]:

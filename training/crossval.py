@@ -44,13 +44,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iqs_cli.card import CLASSES
-from iqs_cli.card import InputSpec, ModelCard
+from iqs_cli.card import ModelCard, plain_json
 from iqs_cli.verdict import decide
+from iqs_cli.vocabulary import CLASSES, OUTPUT_ATTRIBUTES, OUTPUT_CLASS_LOGITS, OUTPUT_MOS, InputSpec
 from . import metrics as M
 from .checkpoint import load_checkpoint
 from .config import TrainError
-from .evaluate import plain_json
 from .features import FeatureStore
 from .headfit import _normalized, check_linear_heads, fit_arrays, set_heads, synthetic_rows
 
@@ -302,10 +301,10 @@ def crossval(run: Path, folds: int = 5, repeats: int = 2, seed: int = 0, split: 
             set_heads(net, fits)
             with torch.no_grad():
                 out = net.heads(pooled_view0[held])
-            pred_mos = out["mos"].double().numpy()
-            probs = torch.softmax(out["class_logits"].double(), 1).numpy()
+            pred_mos = out[OUTPUT_MOS].double().numpy()
+            probs = torch.softmax(out[OUTPUT_CLASS_LOGITS].double(), 1).numpy()
             reject_at = report["classes"].get("reject_at")
-            labels_iqs = iqs_labels(probs, pred_mos, out["attributes"].double().numpy(),
+            labels_iqs = iqs_labels(probs, pred_mos, out[OUTPUT_ATTRIBUTES].double().numpy(),
                                     list(state.get("attributes", [])),
                                     {**card_thresholds, "reject_at": reject_at, "accept_at": accept_at})
             oof_mos[held], oof_probs[held], oof_labels[held] = pred_mos, probs, labels_iqs

@@ -30,7 +30,9 @@ from torch.utils.data import Dataset
 from iqs_cli.card import InputSpec, image_to_tensor
 from iqs_cli.decode import DecodeError, load_rgb
 from .datasets import synthetic as synth_module
-from .datasets.base import CLASS_INDEX, DatasetError, Record
+from iqs_cli.vocabulary import CLASS_INDEX
+
+from .datasets.base import DatasetError, Record
 from .datasets.styles import style_group
 from .fullref import full_reference_scores, quality_factor
 

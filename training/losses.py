@@ -24,6 +24,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from iqs_cli.vocabulary import OUTPUT_CLASS_LOGITS, OUTPUT_MOS
+
 CLASS_LOSSES = ("ce", "emd")
 MOS_LOSSES = ("l1", "mse", "smooth_l1")
 
@@ -118,7 +120,7 @@ class MultiTaskLoss(torch.nn.Module):
         """Weighted sum of the active terms and each term's value (for the log)."""
         c = self.config
         parts: dict[str, torch.Tensor] = {}
-        logits = outputs["class_logits"].float()
+        logits = outputs[OUTPUT_CLASS_LOGITS].float()
         labels = batch["label"].to(logits.device)
         has_label = labels >= 0
         if c.class_weight and has_label.any():
@@ -129,7 +131,7 @@ class MultiTaskLoss(torch.nn.Module):
                     logits[has_label], labels[has_label], weight=self.class_balance,
                     label_smoothing=c.label_smoothing,
                 )
-        mos_pred = outputs["mos"].float()
+        mos_pred = outputs[OUTPUT_MOS].float()
         mos = batch["mos"].to(mos_pred.device).float()
         has_mos = torch.isfinite(mos)
         if has_mos.any():

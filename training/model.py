@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqs_cli.vocabulary import OUTPUT_ATTRIBUTES, OUTPUT_CLASS_LOGITS, OUTPUT_MOS, REQUIRED_OUTPUTS
+
 # TensorFlow's BatchNorm momentum 0.99 is torch's 0.01 (torch weights the new batch).
 BN_MOMENTUM = 0.01
 BN_EPS = 1e-3
@@ -389,13 +391,13 @@ class IQSNet(nn.Module):
         mos = low + (high - low) * torch.sigmoid(mos_logit)
         if self.mos_span != (0.0, 100.0):
             mos = mos.clamp(0.0, 100.0)
-        out = {"class_logits": self.class_head(h), "mos_logit": mos_logit, "mos": mos}
+        out = {OUTPUT_CLASS_LOGITS: self.class_head(h), "mos_logit": mos_logit, OUTPUT_MOS: mos}
         if self.attribute_head is not None:
             logits = self.attribute_head(h)
             out["attribute_logits"] = logits
-            out["attributes"] = torch.sigmoid(logits)
+            out[OUTPUT_ATTRIBUTES] = torch.sigmoid(logits)
         else:
-            out["attributes"] = features.new_zeros(features.shape[0], 0)
+            out[OUTPUT_ATTRIBUTES] = features.new_zeros(features.shape[0], 0)
         return out
 
     def forward(self, image: torch.Tensor) -> dict:
@@ -420,7 +422,7 @@ class ExportWrapper(nn.Module):
     def __init__(self, net: IQSNet):
         super().__init__()
         self.net = net
-        self.output_names = ("class_logits", "mos") + (("attributes",) if net.num_attributes else ())
+        self.output_names = REQUIRED_OUTPUTS + ((OUTPUT_ATTRIBUTES,) if net.num_attributes else ())
 
     def forward(self, image: torch.Tensor):
         out = self.net(image)

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from iqs_cli.card import CLASSES, image_to_tensor, load_card
+from iqs_cli.card import image_to_tensor, load_card, plain_json
 from iqs_cli.decode import load_rgb
 from iqs_cli.engine import ModelSession, outputs_row
 from iqs_cli.fsutil import write_atomic
 from iqs_cli.verdict import decide
+from iqs_cli.vocabulary import CLASSES
 from . import commands
 from .datasets import synthetic as synth
-from .evaluate import plain_json
 from .metrics import mos_metrics, srcc
 
 # Severe distortions a photographer rejects on sight: the "always rejected" set.

@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from iqs_cli.card import image_to_tensor, load_card
+from iqs_cli.card import image_to_tensor, load_card, read_card, write_card
 from iqs_cli.decode import load_rgb
 from iqs_cli.fsutil import sha256_file, write_atomic
+from iqs_cli.vocabulary import ONNX_INPUT
 from . import commands
 
 # Node-name prefixes kept in fp32 ("early2": the stem and the first two blocks).
@@ -53,7 +55,7 @@ def quantize(fp32: Path, out: Path, tensors: list[np.ndarray],
 
         def get_next(self):
             tensor = next(self._batches, None)
-            return None if tensor is None else {"image": tensor[None]}
+            return None if tensor is None else {ONNX_INPUT: tensor[None]}
 
     with tempfile.TemporaryDirectory(prefix="iqs-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -146,10 +148,9 @@ def quantize_model(fp32: Path, config: Path, data_root: Path, out: Path, split: 
     tmp = out.parent / f".{out.name}-tmp.onnx"  # a model and card pair the run time can load
     try:
         info = quantize(fp32, tmp, calibration_tensors(fp32, [r.path for r in chosen]))
-        card = json.loads(fp32.with_suffix(".json").read_text())
-        card["name"] = out.name
-        card["sha256"] = sha256_file(tmp)
-        tmp.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        card = read_card(fp32.with_suffix(".json"))
+        card = replace(card, name=out.name, sha256=sha256_file(tmp), onnx_path=tmp)
+        write_card(card, tmp.with_suffix(".json"))
         report = fidelity(fp32, tmp, [r.path for r in held_out],
                           [float(r.mos) for r in held_out], sanity_photos)
         info.update({"calibration": f"{len(chosen)} photos of the train split of {config}, "
@@ -158,10 +159,10 @@ def quantize_model(fp32: Path, config: Path, data_root: Path, out: Path, split: 
                      "fidelity": {"split": split, **report,
                                   "rule": f"SRCC change >= -{MAX_SRCC_DROP}, labels agree >= "
                                           f"{MIN_LABEL_AGREEMENT:.0%}, sanity labels unchanged"}})
-        card["precision"] = info
+        card = replace(card, raw={**card.raw, "precision": info}, onnx_path=out.with_suffix(".onnx"))
         # The model first, its card (which holds the model's sha256) last, each whole.
         write_atomic(out.with_suffix(".onnx"), tmp.read_bytes())
-        write_atomic(out.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+        write_card(card, out.with_suffix(".json"))
     finally:
         for leftover in (tmp, tmp.with_suffix(".json")):
             if leftover.exists():

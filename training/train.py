@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from iqs_cli.card import plain_json
 from iqs_cli.fsutil import write_atomic
 from .checkpoint import (
     checkpoint_info,
@@ -40,7 +41,7 @@ from .config import TrainError, input_spec, merge_config, settle_attributes
 from .data import SYNTHETIC_DATASET, check_fixed_size
 from .datasets.base import Record
 from .ema import ModelEMA
-from .evaluate import metrics_report, plain_json, predict_model, select_value
+from .evaluate import metrics_report, predict_model, select_value
 from .features import CachedBatches, live_bars, make_batches, training_datasets
 from .headfit import fit_heads
 from .losses import LossConfig, MultiTaskLoss

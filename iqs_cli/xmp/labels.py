@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..result import ShotResult
+from ..vocabulary import CLASSES
 from .packet import Packet, first_values
 
 XMP_NS = "http://ns.adobe.com/xap/1.0/"
@@ -35,7 +36,7 @@ QNAME = {PICK: "digiKam:PickLabel", RATING: "xmp:Rating", COLOR: "digiKam:ColorL
 WRITTEN = {PICK: "writtenPickLabel", RATING: "writtenRating", COLOR: "writtenColorLabel",
            LABEL: "writtenLabel"}
 
-PICK_LABELS = {"rejected": 1, "pending": 2, "accepted": 3}
+PICK_LABELS = dict(zip(CLASSES, (1, 2, 3)))  # digiKam: 1 rejected, 2 pending, 3 accepted
 # digiKam numbering: 0 none, 1 red, 2 orange, 3 yellow, 4 green, 5 blue, 6 magenta, 7 gray ...
 COLOR_LABELS = {"rejected": (1, "Red"), "pending": (3, "Yellow"), "accepted": (4, "Green")}
 REJECTED_RATING = -1
@@ -138,7 +139,7 @@ def iqs_values(result: ShotResult, written: dict, now: datetime) -> list[tuple[s
         values.append(("mos", f"{result.mos:.1f}"))
     if result.stars is not None:
         values.append(("stars", str(int(result.stars))))
-    for name in ("rejected", "pending", "accepted"):
+    for name in CLASSES:
         if name in result.probabilities:
             values.append(("prob" + name.capitalize(), f"{result.probabilities[name]:.4f}"))
     if result.model:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CLASS_INDEX = {"rejected": 0, "pending": 1, "accepted": 2}
 
 
 class DatasetError(Exception):

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .base import CLASS_INDEX, DatasetError, Record
+from iqs_cli.vocabulary import CLASS_INDEX, CLASSES
+from .base import DatasetError, Record
 from .csvfile import (
     DatasetWarning,
     RowProblems,
@@ -38,7 +39,6 @@ from .csvfile import (
 )
 from .registry import ATTRIBUTE_NAMES, DEFAULT_KIND, READERS, read_dataset
 
-CLASSES = tuple(sorted(CLASS_INDEX, key=CLASS_INDEX.get))  # rejected, pending, accepted
 SPLITS = ("train", "val", "test")
 KINDS = ("ordinary", "artistic")
 STRATIFY_BLOCK = 20  # records per MOS block in which val/test slots are dealt out

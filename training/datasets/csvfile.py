@@ -14,7 +14,9 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .base import CLASS_INDEX, DatasetError, Record
+from iqs_cli.vocabulary import CLASS_INDEX
+
+from .base import DatasetError, Record
 
 MAX_LISTED = 8  # bad rows listed in one message; the rest are counted
 MAX_NAMED = 5  # missing images named in one message

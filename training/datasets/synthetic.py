@@ -30,7 +30,7 @@ from PIL import Image
 from scipy import ndimage
 
 from iqs_cli.decode import load_rgb
-from .base import CLASS_INDEX
+from iqs_cli.vocabulary import CLASS_INDEX, DEFAULT_ATTRIBUTES
 from ..fullref import (
     DEFAULT_REFERENCE_MOS,
     full_reference_scores,
@@ -40,7 +40,7 @@ from ..fullref import (
 )
 
 # The defect severities (0..1) the model's attributes head learns; one per distortion type.
-ATTRIBUTES = ("blur", "noise", "underexposure", "overexposure", "compression", "color")
+ATTRIBUTES = DEFAULT_ATTRIBUTES
 LEVELS = (1, 2, 3, 4, 5)
 
 # Where each step sits in a camera pipeline: a mix of two is applied in this order.
