@@ -40,7 +40,7 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail_usage(message: str) -> NoReturn:
-    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -81,7 +81,7 @@ class Command(TyperCommand):
         except workflow.RunError as exc:
             fail_usage(str(exc))
         except (workflow.NoPhotos, FolderBusy, JournalError) as exc:
-            stderr.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(EXIT_BUSY if isinstance(exc, FolderBusy) else EXIT_SOME_FAILED)
         except workflow.Interrupted as stop:  # Ctrl-C: where it stopped, how to take it back
             stderr.print(f"[yellow]interrupted[/] {stop.where}" + (
@@ -282,7 +282,7 @@ def cull_command(
     outcome = workflow.cull(folder, *options, reporter=reporter)
     reporter.summary(outcome.run)
     if outcome.stopped is not None:
-        stderr.print(f"[bold red]error:[/] {outcome.stopped}", soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {escape(outcome.stopped)}", soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
     for line in outcome.lines():
         out.print(line, markup=False)
@@ -313,9 +313,9 @@ def undo_command(
     out.print(f"undid the run of {report.started}: {plural(len(report.restored), 'file')} "
               f"restored, {len(report.removed)} removed")
     for line in report.kept:
-        stderr.print(f"[yellow]kept:[/] {line}", soft_wrap=True)
+        stderr.print(f"[yellow]kept:[/] {escape(line)}", soft_wrap=True)
     for line in report.errors:
-        stderr.print(f"[bold magenta]error:[/] {line}", soft_wrap=True)
+        stderr.print(f"[bold magenta]error:[/] {escape(line)}", soft_wrap=True)
     if report.errors:
         stderr.print(f"fix what is named above, then run `iqs undo {folder}` again: it goes on "
                      "where this one stopped", soft_wrap=True, highlight=False)

@@ -28,7 +28,7 @@ from iqs_cli.discover import Shot, discover, discover_files, paths_from_stdin, s
 from iqs_cli.engine import EngineError, ModelSession, default_batch
 from iqs_cli.fsutil import cannot_write_in
 from iqs_cli.journal import FolderBusy, FolderLock, Journal, JournalError, RootJournals
-from iqs_cli.report import display_path
+from iqs_cli.report import display_path, plural
 from iqs_cli.result import ShotResult
 from iqs_cli.scoring import Scorer
 from iqs_cli.verdict import Thresholds, reason_wording
@@ -346,7 +346,7 @@ class CullOutcome:
         scored = [r for r in self.run.results if r.ok]
         if self.moving.dry_run:
             where = "in files" if self.labels.in_file else self.labels.style + " sidecars"
-            return ([f"dry run: would write labels for {len(scored)} shots ({where})"]
+            return ([f"dry run: would write labels for {plural(len(scored), 'shot')} ({where})"]
                     + [f"would move {line}" for line in (self.plan.lines() if self.plan else [])])
         if self.stopped is not None or self.run.labels is None:
             return []

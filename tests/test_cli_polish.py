@@ -148,3 +148,15 @@ def test_names_with_brackets_show_in_full_in_the_table():
                ShotResult(path="/p/[bold]2.jpg", files=["/p/[bold]2.jpg"], error="broken [red]")]
     text = "\n".join(rendered(results_table(results, width=100), 100))
     assert "[x]1.jpg" in text and "[bold]2.jpg" in text and "broken [red]" in text
+
+
+def test_usage_messages_keep_square_brackets(tmp_path):
+    missing = tmp_path / "[x] trip"
+    result = runner.invoke(app, ["cull", str(missing)])
+    assert result.exit_code == 2 and f"{missing}: does not exist" in " ".join(result.stderr.split())
+
+
+def test_dry_run_counts_in_words(tmp_path, tiny_model):
+    make_photo(tmp_path / "p" / "a.jpg")
+    result = runner.invoke(app, ["cull", str(tmp_path / "p"), "--dry-run", "--model", str(tiny_model)])
+    assert "would write labels for 1 shot (" in result.stdout
