@@ -38,9 +38,20 @@ app = typer.Typer(
 # soft_wrap: a terminal wraps long lines itself; a log file gets each message on one line.
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
+# How each kind of message starts on stderr (the kinds of workflow.Reporter, and "kept" of undo).
+LOOKS = {"stop": "[bold red]error:[/]", "error": "[bold magenta]error:[/]",
+         "warning": "[yellow]warning:[/]", "note": "[yellow]note:[/]",
+         "skipped": "[yellow]note:[/]", "kept": "[green]kept:[/]",
+         "conflict": "[yellow]kept:[/]"}  # undo left a file where another had come back
+
+
+def say(kind: str, text: str) -> None:
+    """One message on stderr; its text is shown as it is (a path like "[x] trip" is not markup)."""
+    stderr.print(f"{LOOKS[kind]} {escape(text)}")
+
 
 def fail_usage(message: str) -> NoReturn:
-    stderr.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    say("stop", message)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -60,7 +71,7 @@ def root(
 
 def _undo_hint(roots: list[Path], out: Console) -> None:
     for root in roots:
-        out.print(f"undo with: iqs undo {root}", soft_wrap=True)
+        out.print(f"undo with: iqs undo {root}", soft_wrap=True, markup=False)
 
 
 class Command(TyperCommand):
@@ -81,10 +92,10 @@ class Command(TyperCommand):
         except workflow.RunError as exc:
             fail_usage(str(exc))
         except (workflow.NoPhotos, FolderBusy, JournalError) as exc:
-            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            say("stop", str(exc))
             raise typer.Exit(EXIT_BUSY if isinstance(exc, FolderBusy) else EXIT_SOME_FAILED)
         except workflow.Interrupted as stop:  # Ctrl-C: where it stopped, how to take it back
-            stderr.print(f"[yellow]interrupted[/] {stop.where}" + (
+            stderr.print(f"[yellow]interrupted[/] {escape(stop.where)}" + (
                 "; the changes made so far are in the undo journal" if stop.changed
                 else "; nothing was changed"), soft_wrap=True)
             _undo_hint(stop.changed, stderr)
@@ -94,16 +105,12 @@ class Command(TyperCommand):
 class Terminal(workflow.Reporter):
     """The workflows' messages on stderr, and a progress bar and summary at a terminal."""
 
-    LOOKS = {"stop": "[bold red]error:[/]", "error": "[bold magenta]error:[/]",
-             "warning": "[yellow]warning:[/]", "note": "[yellow]note:[/]",
-             "skipped": "[yellow]note:[/]", "kept": "[green]kept:[/]"}
-
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
 
     def message(self, kind: str, text: str) -> None:
         if not (self.quiet and kind == "skipped"):
-            stderr.print(f"{self.LOOKS[kind]} {escape(text)}", soft_wrap=True)
+            say(kind, text)
 
     @contextmanager
     def progress(self, total: int):
@@ -282,7 +289,7 @@ def cull_command(
     outcome = workflow.cull(folder, *options, reporter=reporter)
     reporter.summary(outcome.run)
     if outcome.stopped is not None:
-        stderr.print(f"[bold red]error:[/] {escape(outcome.stopped)}", soft_wrap=True)
+        say("stop", outcome.stopped)
     out = Console(highlight=False, soft_wrap=True)
     for line in outcome.lines():
         out.print(line, markup=False)
@@ -301,7 +308,7 @@ def undo_command(
     """
     workflow.check_folder(folder)
     report = undo(folder)
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, markup=False)  # paths, not markup
     if report.nothing_to_undo:
         above = pending_above(folder)
         if above is not None:
@@ -313,12 +320,12 @@ def undo_command(
     out.print(f"undid the run of {report.started}: {plural(len(report.restored), 'file')} "
               f"restored, {len(report.removed)} removed")
     for line in report.kept:
-        stderr.print(f"[yellow]kept:[/] {escape(line)}", soft_wrap=True)
+        say("conflict", line)
     for line in report.errors:
-        stderr.print(f"[bold magenta]error:[/] {escape(line)}", soft_wrap=True)
+        say("error", line)
     if report.errors:
         stderr.print(f"fix what is named above, then run `iqs undo {folder}` again: it goes on "
-                     "where this one stopped", soft_wrap=True, highlight=False)
+                     "where this one stopped", markup=False)
     raise typer.Exit(EXIT_SOME_FAILED if report.errors else EXIT_OK)
 
 
@@ -350,8 +357,6 @@ def train(
     import shlex
     import warnings
 
-    from rich.markup import escape
-
     commands = _training()
     said: list[str] = []
     shown_by_python = warnings.showwarning
@@ -361,7 +366,7 @@ def train(
         if not issubclass(category, commands.USER_WARNINGS):
             return shown_by_python(message, category, filename, lineno, file, line)
         said.append(str(message))
-        stderr.print(f"[bold yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
+        say("warning", str(message))
 
     with warnings.catch_warnings():
         warnings.showwarning = show

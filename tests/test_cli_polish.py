@@ -160,3 +160,13 @@ def test_dry_run_counts_in_words(tmp_path, tiny_model):
     make_photo(tmp_path / "p" / "a.jpg")
     result = runner.invoke(app, ["cull", str(tmp_path / "p"), "--dry-run", "--model", str(tiny_model)])
     assert "would write labels for 1 shot (" in result.stdout
+
+
+def test_undo_prints_folder_names_as_they_are(tmp_path, tiny_model):
+    root = tmp_path / "[red] trip"  # a style name: rich markup would swallow it
+    make_photo(root / "a.jpg", brightness=3)
+    culled = runner.invoke(app, ["cull", str(root), "--model", str(tiny_model)])
+    assert culled.exit_code == 0 and f"undo with: iqs undo {root}" in culled.stdout
+    again = runner.invoke(app, ["undo", str(root)])
+    assert again.exit_code == 0 and "undid the run" in again.stdout
+    assert f"nothing to undo in {root}" in runner.invoke(app, ["undo", str(root)]).stdout
