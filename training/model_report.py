@@ -66,7 +66,7 @@ def _session(card, device: str) -> ModelSession:
     return ModelSession(card, device=device)  # exactly what `iqs score` runs
 
 
-def _labels(card, outputs: "Outputs") -> np.ndarray:
+def decided_labels(card, outputs: "Outputs") -> np.ndarray:
     """Class index per row, decided as `iqs score` decides (iqs_cli.verdict.decide: the card's
     thresholds, made coherent with the MOS and the defect severities)."""
     return np.array([CLASSES.index(decide(dict(zip(CLASSES, p)), float(m), a, card).label)
@@ -80,7 +80,7 @@ class Outputs:
     attributes: list[dict]  # per row: attribute -> severity
 
 
-def _run(session: ModelSession, tensors: list[np.ndarray], batch: int = 16) -> Outputs:
+def model_outputs(session: ModelSession, tensors: list[np.ndarray], batch: int = 16) -> Outputs:
     """The model's outputs on `tensors`, in batches."""
     rows = []
     for start in range(0, len(tensors), batch):
@@ -101,7 +101,7 @@ def digikam_figures(model: Path, records) -> dict:
     card = load_card(model)
     session = _session(card, "cpu")
     tensors = [image_to_tensor(load_rgb(r.path, card.input.decode_min_side), card.input) for r in records]
-    labels = _labels(card, _run(session, tensors))
+    labels = decided_labels(card, model_outputs(session, tensors))
     mos = np.array([r.mos for r in records])
     worst = mos <= np.quantile(mos, 0.2)
     best = mos >= np.quantile(mos, 0.8)
@@ -149,7 +149,7 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
             left = int(rng.integers(0, image.width - size + 1))
             top = int(rng.integers(0, image.height - size + 1))
             crops.append(np.asarray(image.crop((left, top, left + size, top + size))))
-    ref = _run(session, [image_to_tensor(Image.fromarray(c), card.input) for c in crops])
+    ref = model_outputs(session, [image_to_tensor(Image.fromarray(c), card.input) for c in crops])
     ref_mos = ref.mos
     per_type = {}
     for kind in synth.DISTORTIONS:
@@ -159,12 +159,12 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
                 distorted = synth.distort(crop, kind, level, rng)
                 tensors.append(image_to_tensor(Image.fromarray(distorted), card.input))
                 levels.append(level)
-        out = _run(session, tensors)
+        out = model_outputs(session, tensors)
         mos = out.mos
         levels = np.array(levels)
         all_levels = np.concatenate([np.zeros(len(crops)), levels])
         all_mos = np.concatenate([ref_mos, mos])
-        labels = _labels(card, out)
+        labels = decided_labels(card, out)
         per_type[kind] = {
             "srcc_mos_vs_level": round(-srcc(all_mos, all_levels), 4),
             "mean_mos_by_level": [round(float(ref_mos.mean()), 1)]
@@ -172,7 +172,7 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
             "rejected_at_level": [round(float((labels[levels == lv] == 0).mean()), 3) for lv in synth.LEVELS],
         }
     severe = [per_type[k]["rejected_at_level"][4] for k in MUST_REJECT]
-    ref_labels = _labels(card, ref)
+    ref_labels = decided_labels(card, ref)
     return {
         "references": [p.name for p in references],
         "crops": len(crops),
@@ -185,7 +185,7 @@ def synthetic_report(model: Path, references: list[Path], crops_per_reference: i
     }
 
 
-def _score_paths(card, paths: list[Path], focus: str = "rejected") -> list:
+def score_paths(card, paths: list[Path], focus: str = "rejected") -> list:
     """ShotResults exactly as `iqs score` makes them (second look included, unless focus="off")."""
     from iqs_cli.discover import Shot
     from iqs_cli.scoring import Scorer
@@ -201,7 +201,7 @@ def _score_images(card, images: list[Image.Image], folder: Path, stem: str) -> l
         path = folder / f"{stem}-{index:03d}.png"
         image.save(path, compress_level=1)
         paths.append(path)
-    return _score_paths(card, paths)
+    return score_paths(card, paths)
 
 
 def whole_photo_report(model: Path, references: list[Path]) -> dict:
@@ -216,8 +216,8 @@ def whole_photo_report(model: Path, references: list[Path]) -> dict:
     size = card.input.size
     held_out = {p.resolve() for p in references}
     pristine = sorted(references[0].parent.glob("*.jpg")) if references else []
-    results = _score_paths(card, pristine)
-    whole_view = _score_paths(card, pristine, focus="off")
+    results = score_paths(card, pristine)
+    whole_view = score_paths(card, pristine, focus="off")
     photos = {p.name: {"label": r.label, "mos": round(float(r.mos), 1), "reasons": r.reasons,
                        "label_whole_view_only": w.label, "held_out": p.resolve() in held_out}
               for p, r, w in zip(pristine, results, whole_view)}

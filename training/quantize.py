@@ -25,9 +25,12 @@ import numpy as np
 
 from iqs_cli.card import image_to_tensor, load_card, read_card, write_card
 from iqs_cli.decode import load_rgb
+from iqs_cli.engine import ModelSession
 from iqs_cli.fsutil import sha256_file, write_atomic
 from iqs_cli.vocabulary import ONNX_INPUT
 from . import commands
+from .metrics import srcc
+from .model_report import decided_labels, model_outputs, score_paths
 
 # Node-name prefixes kept in fp32 ("early2": the stem and the first two blocks).
 EARLY_FP32 = ("/net/_conv_stem", "/net/_blocks.0/", "/net/_blocks.1/")
@@ -71,59 +74,26 @@ def quantize(fp32: Path, out: Path, tensors: list[np.ndarray],
             "kept_fp32": list(keep_fp32) + ["heads"], "calibration_photos": len(tensors)}
 
 
-def _outputs(model: Path, tensors: list[np.ndarray], batch: int = 8) -> dict:
-    from iqs_cli.engine import ModelSession, outputs_row
-
-    session = ModelSession(load_card(model))
-    rows = []
-    for start in range(0, len(tensors), batch):
-        outputs = session.infer(np.stack(tensors[start:start + batch]))
-        rows += [outputs_row(outputs, i, session.card) for i in range(len(outputs.mos))]
-    return {"rows": rows, "card": session.card}
-
-
-def _labels(result: dict) -> list[str]:
-    from iqs_cli.verdict import decide
-
-    card = result["card"]
-    return [decide(r["probabilities"], r["mos"], r["attributes"], card).label
-            for r in result["rows"]]
-
-
-def _whole_photo_labels(model: Path, photos: list[Path]) -> list[str]:
-    """Labels exactly as `iqs score` gives them (second look included)."""
-    from iqs_cli.discover import Shot
-    from iqs_cli.engine import ModelSession
-    from iqs_cli.scoring import Scorer
-
-    scorer = Scorer(ModelSession(load_card(model)), batch_size=8)
-    return [r.label for r in scorer.score(Shot(p, [p]) for p in photos)]
-
-
 def fidelity(fp32: Path, int8: Path, photos: list[Path], human_mos: list[float],
              sanity: list[Path]) -> dict:
     """How much of `fp32` the `int8` model keeps, on photos neither was calibrated or trained
     on (`photos` with their human MOS) and on a sanity set of whole photos."""
-    from .metrics import srcc
-
     tensors = calibration_tensors(fp32, photos)
-    full, small = _outputs(fp32, tensors), _outputs(int8, tensors)
+    cards = load_card(fp32), load_card(int8)
+    full, small = (model_outputs(ModelSession(card), tensors, batch=8) for card in cards)
     mos = np.asarray(human_mos, np.float64)
-    srcc_fp32 = float(srcc(np.array([r["mos"] for r in full["rows"]]), mos))
-    srcc_int8 = float(srcc(np.array([r["mos"] for r in small["rows"]]), mos))
-    labels_fp32, labels_int8 = _labels(full), _labels(small)
-    agree = float(np.mean([a == b for a, b in zip(labels_fp32, labels_int8)]))
-    sanity_fp32 = _whole_photo_labels(fp32, sanity)
-    sanity_int8 = _whole_photo_labels(int8, sanity)
+    srcc_fp32, srcc_int8 = float(srcc(full.mos, mos)), float(srcc(small.mos, mos))
+    labels_fp32, labels_int8 = decided_labels(cards[0], full), decided_labels(cards[1], small)
+    agree = float(np.mean(labels_fp32 == labels_int8))
+    sanity_fp32, sanity_int8 = ([r.label for r in score_paths(card, sanity)] for card in cards)
     changed = [p.name for p, a, b in zip(sanity, sanity_fp32, sanity_int8) if a != b]
     report = {
         "photos": len(photos),
         "srcc_fp32": round(srcc_fp32, 4), "srcc_int8": round(srcc_int8, 4),
         "srcc_change": round(srcc_int8 - srcc_fp32, 4),
         "labels_agree": round(agree, 4),
-        "labels_changed": int(sum(a != b for a, b in zip(labels_fp32, labels_int8))),
-        "max_mos_change": round(float(max(abs(a["mos"] - b["mos"])
-                                          for a, b in zip(full["rows"], small["rows"]))), 2),
+        "labels_changed": int(np.sum(labels_fp32 != labels_int8)),
+        "max_mos_change": round(float(np.max(np.abs(full.mos - small.mos))), 2),
         "sanity_photos": len(sanity), "sanity_labels_changed": changed,
     }
     report["holds"] = bool(srcc_fp32 - srcc_int8 <= MAX_SRCC_DROP
