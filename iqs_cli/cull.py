@@ -38,7 +38,7 @@ def _inside(path: Path, folder: Path) -> bool:
 # ---------------------------------------------------------------------------------------------
 # A person's judgement
 
-_PICK_NAMES = {1: "Rejected", 2: "Pending", 3: "Accepted"}
+_PICK_NAMES = {number: label.capitalize() for label, number in xmp.PICK_LABELS.items()}
 _COLOR_NAMES = {1: "red", 2: "orange", 3: "yellow", 4: "green", 5: "blue", 6: "magenta",
                 7: "gray", 8: "black", 9: "white"}
 
@@ -377,11 +377,8 @@ def _put_back(moves: list[tuple[int, Move]], journal: Journal, report: MoveRepor
     """Return the already-moved files of a shot that cannot move whole (newest first)."""
     for step, move in reversed(moves):
         journal.record_reverting(step)
-        tmp = back_temp_path(move.src)
         try:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            move_file(move.dst, move.src, tmp)
+            move_file(move.dst, move.src, back_temp_path(move.src))
         except OSError as exc:
             report.failed.append((move, f"{move.src}: moved to {move.dst} but cannot be put back "
                                         f"({why(exc)}); `iqs undo` moves it back"))

@@ -60,8 +60,11 @@ def now() -> str:
 
 def back_temp_path(target: Path) -> Path:
     """The one temporary name used to put `target` back (by undo, or when a shot cannot move
-    whole); a leftover from an interrupted attempt is removed before use."""
-    return temp_path(target, "back".ljust(TEMP_TOKEN_LENGTH, "0"))
+    whole), free: a leftover from an interrupted attempt is removed first. Raises OSError."""
+    tmp = temp_path(target, "back".ljust(TEMP_TOKEN_LENGTH, "0"))
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    return tmp
 
 
 def encode_line(entry: dict) -> bytes:

