@@ -16,6 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from platformdirs import user_cache_dir
 
 from iqs_cli.vocabulary import CLASSES
@@ -110,6 +111,14 @@ class ResultCache:
                 " mtime_ns INTEGER NOT NULL, schema INTEGER NOT NULL, outputs TEXT NOT NULL,"
                 " PRIMARY KEY (path, model))"
             )
+            # Pooled features (float16, ~10 KB a photo) only for photos `iqs learn` looked at:
+            # kept apart from the results so a plain `score` never pays for them.
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS features ("
+                " path BLOB NOT NULL, model TEXT NOT NULL, size INTEGER NOT NULL,"
+                " mtime_ns INTEGER NOT NULL, dim INTEGER NOT NULL, data BLOB NOT NULL,"
+                " PRIMARY KEY (path, model))"
+            )
             self._db = db
         except (sqlite3.Error, OSError, ValueError) as exc:
             if db is not None:
@@ -159,6 +168,36 @@ class ResultCache:
             with self._db:  # one transaction per batch
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?)", rows)
+        except sqlite3.Error as exc:
+            self._disable(exc)
+
+    def get_features(self, key: FileKey, dim: int) -> np.ndarray | None:
+        """The stored pooled features (float32 [dim]) for `key`, or None."""
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute(
+                "SELECT size, mtime_ns, dim, data FROM features WHERE path=? AND model=?",
+                (key.path, self.model_sha256),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._disable(exc)
+            return None
+        if (row is None or (row[0], row[1], row[2]) != (key.size, key.mtime_ns, dim)
+                or not isinstance(row[3], bytes) or len(row[3]) != 2 * dim):
+            return None
+        features = np.frombuffer(row[3], dtype="<f2").astype(np.float32)
+        return features if np.isfinite(features).all() else None
+
+    def put_features(self, entries: list[tuple[FileKey, np.ndarray]]) -> None:
+        if self._db is None or not entries:
+            return
+        rows = [(k.path, self.model_sha256, k.size, k.mtime_ns, int(v.size),
+                 np.asarray(v, "<f2").tobytes()) for k, v in entries]
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?)", rows)
         except sqlite3.Error as exc:
             self._disable(exc)
 

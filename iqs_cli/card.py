@@ -10,6 +10,7 @@ contract"). The command reads only the card to preprocess, and training uses the
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,12 @@ class ModelCard:
     attribute_reasons: dict[str, str] = field(default_factory=dict)
     # How the ONNX graph was made (`iqs export`: backbone, opset, parity, ...); {} when unknown.
     model: dict = field(default_factory=dict)
+    # The pooled-features output ({"output": "features", "size": D, "normalized": true}); {} for
+    # models without one (made before iqs 1.3: `score` works, `learn` needs a newer model).
+    features: dict = field(default_factory=dict)
+    # A personal model (`iqs learn`, iqs_cli/personal.py): its base model and its own head;
+    # {} for every other model.
+    personal: dict = field(default_factory=dict)
     onnx_path: Path | None = None
     raw: dict = field(default_factory=dict)  # the card as read: keys iqs does not use survive
 
@@ -106,6 +113,8 @@ def card_from_dict(data: dict, onnx_path: Path | None = None) -> ModelCard:
             reasons=_wordings(data.get("reasons")),
             attribute_reasons=_wordings(data.get("attribute_reasons")),
             model=dict(data["model"]) if isinstance(data.get("model"), dict) else {},
+            features=dict(data["features"]) if isinstance(data.get("features"), dict) else {},
+            personal=dict(data["personal"]) if isinstance(data.get("personal"), dict) else {},
             onnx_path=onnx_path,
             raw=data,
         )
@@ -121,7 +130,7 @@ def card_from_dict(data: dict, onnx_path: Path | None = None) -> ModelCard:
 def card_to_dict(card: ModelCard) -> dict:
     """The card as JSON data: what `card_from_dict` reads back. Keys iqs does not use (in
     `card.raw`) keep their place; `reasons`, `attribute_reasons` and `model` are written only
-    when they have entries."""
+    when they have entries (and so are `features` and `personal`)."""
     data = dict(card.raw)
     data.update(
         name=card.name,
@@ -137,7 +146,8 @@ def card_to_dict(card: ModelCard) -> dict:
         license=card.license,
     )
     for key, entries in (("reasons", card.reasons), ("attribute_reasons", card.attribute_reasons),
-                         ("model", card.model)):
+                         ("model", card.model), ("features", card.features),
+                         ("personal", card.personal)):
         if entries:
             data[key] = dict(entries)
     return data
@@ -190,8 +200,21 @@ def shipped_models_dir() -> Path:
     return Path(str(files("iqs_weights")))
 
 
+def personal_models_dir() -> Path:
+    """Folder of the personal models `iqs learn` makes (the user's config folder, e.g.
+    ~/.config/iqs/models; $IQS_CONFIG_DIR/models when set)."""
+    from platformdirs import user_config_dir
+
+    return Path(os.environ.get("IQS_CONFIG_DIR") or user_config_dir("iqs", appauthor=False)) / "models"
+
+
+def personal_card_path(name: str) -> Path:
+    return personal_models_dir() / f"{name}.json"
+
+
 def resolve_model(model: str | None) -> Path:
-    """`--model` value (None, a shipped model name, or a path to .onnx/.json) -> .onnx path."""
+    """`--model` value (None, a shipped model name, or a path to .onnx/.json) -> .onnx path.
+    A personal model (made by `iqs learn`) has no .onnx of its own: see `load_card`."""
     if model is None:
         model = DEFAULT_MODEL_NAME
     candidate = Path(model).expanduser()
@@ -204,9 +227,13 @@ def resolve_model(model: str | None) -> Path:
         if not onnx_path.exists():
             shipped = sorted(p.stem for p in shipped_models_dir().glob("*.onnx"))
             hint = f"shipped models: {', '.join(shipped)}" if shipped else "no model is installed"
+            personal = sorted(p.stem for p in personal_models_dir().glob("*.json"))
+            if personal:
+                hint += f"; yours (iqs learn): {', '.join(personal)}"
             raise CardError(
                 f"model {model!r} not found ({hint}). Reinstall iqs (`pip install .` from a "
-                "checkout carries weights/), or pass --model PATH/TO/model.onnx"
+                "checkout carries weights/), make it with `iqs learn DIR --name "
+                f"{model}`, or pass --model PATH/TO/model.onnx"
             )
     if not onnx_path.exists():
         raise CardError(f"{onnx_path}: model file not found; pass --model PATH/TO/model.onnx")
@@ -218,6 +245,32 @@ def resolve_model(model: str | None) -> Path:
     return onnx_path
 
 
+def _personal_card(path: Path) -> ModelCard:
+    """A personal model's card, its `onnx_path` pointing at its base model's file (which the
+    session checks against the sha256 the card recorded)."""
+    card = read_card(path)
+    if not card.personal:
+        raise CardError(f"{path}: not a personal model (no 'personal' section); pass a model's "
+                        ".onnx file instead")
+    base = card.personal.get("base", {})
+    card.onnx_path = resolve_model(str(base.get("path") or base.get("name") or ""))
+    return card
+
+
 def load_card(model: str | Path | None) -> ModelCard:
-    onnx_path = resolve_model(None if model is None else str(model))
+    """The card of `--model`: a shipped model's name, a personal model's name (`iqs learn`),
+    or a path to a .onnx file, its .json card or a personal model's .json."""
+    name = None if model is None else str(model)
+    candidate = Path(name).expanduser() if name else None
+    if candidate is not None and candidate.suffix.lower() == ".json" and candidate.is_file():
+        data_onnx = candidate.with_suffix(".onnx")
+        if not data_onnx.exists():
+            return _personal_card(candidate)
+    # A personal model's name wins over a folder of that name in the working folder (`bench`),
+    # never over a shipped model or a file.
+    if (name and candidate is not None and not candidate.suffix and not candidate.is_file()
+            and not (shipped_models_dir() / f"{name}.onnx").exists()
+            and personal_card_path(name).is_file()):
+        return _personal_card(personal_card_path(name))
+    onnx_path = resolve_model(name)
     return read_card(onnx_path.with_suffix(".json"), onnx_path)

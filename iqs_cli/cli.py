@@ -16,12 +16,14 @@ import typer
 from typer.core import TyperCommand
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from iqs_cli import __version__, workflow, xmp
 from iqs_cli.card import DEFAULT_MODEL_NAME, shipped_models_dir
 from iqs_cli.engine import DEVICES
 from iqs_cli.journal import FolderBusy, JournalError
+from iqs_cli.learn import LearnOptions, TooFewLabels, learn
 from iqs_cli.report import FORMATS, ResultWriter, console_for, open_output, plural, summary_line
 from iqs_cli.scoring import FOCUS_MODES
 from iqs_cli.undo import pending_above, undo
@@ -89,6 +91,9 @@ class Command(TyperCommand):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except TooFewLabels as exc:  # a fact about the photos, not a wrong option
+            say("stop", str(exc))
+            raise typer.Exit(EXIT_SOME_FAILED)
         except workflow.RunError as exc:
             fail_usage(str(exc))
         except (workflow.NoPhotos, FolderBusy, JournalError) as exc:
@@ -295,6 +300,60 @@ def cull_command(
         out.print(line, markup=False)
     _undo_hint(outcome.run.changed, out)
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_SOME_FAILED)
+
+
+def _learned(outcome, out: Console) -> None:
+    """What `iqs learn` found and how the new model does, for people."""
+    counts = outcome.counts
+    out.print(f"your labels: {counts['rejected']} rejected, {counts['keeper']} kept "
+              f"({plural(counts['unlabelled'], 'photo')} without a label of yours"
+              + (f", {counts['failed']} could not be read" if counts["failed"] else "") + ")",
+              markup=False)
+    out.print("  from: " + ", ".join(f"{how} {n}" for how, n in outcome.sources.most_common()),
+              markup=False)
+    table = Table(title=f"held out ({outcome.held_out['folds']} folds: each photo judged by a "
+                  "model that never saw its label)", title_justify="left", box=None)
+    for column in ("model", "agrees with you", "your keepers rejected", "your rejects caught"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for who, name in (("personal", outcome.path.stem), ("base", outcome.base)):
+        f = outcome.held_out[who]
+        keepers, rejects = counts["keeper"], counts["rejected"]
+        table.add_row(name, f"{f['accuracy']:.1%}",
+                      f"{f['keepers_rejected']:.1%} ({f['keepers_rejected_count']} of {keepers})",
+                      f"{f['rejects_caught']:.1%} ({f['rejects_caught_count']} of {rejects})")
+    out.print(table)
+    out.print(f"{outcome.path.stem} rejects at P(rejected) >= {outcome.reject_at:.2f}: the "
+              f"lowest that rejects at most {outcome.max_keepers_rejected:.0%} of your keepers "
+              "out of fold", markup=False)
+    out.print(f"{'replaced' if outcome.replaced else 'saved'} {outcome.path}; use it with "
+              f"iqs score DIR --model {outcome.path.stem} (or iqs cull)", markup=False)
+
+
+@app.command("learn", cls=Command)
+def learn_command(
+    paths: list[str] = typer.Argument(..., metavar="DIR", show_default=False, help="Folders (or photos) with your own pick labels or ratings."),
+    name: str = typer.Option("mine", "--name", metavar="NAME", help="Save the model as NAME; use it with --model NAME."),
+    recursive: bool = RecursiveOpt,
+    no_cache: bool = NoCacheOpt,
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME|PATH", rich_help_panel=MODEL, help=f"The base model whose features it learns from: {_shipped()}, or a .onnx file."),
+    device: Device = DeviceOpt,
+    batch_size: Optional[int] = BatchOpt,
+    workers: Optional[int] = WorkersOpt,
+    min_labels: int = typer.Option(50, "--min-labels", min=2, metavar="N", rich_help_panel=MODEL, help="Refuse with fewer than N rejected or N kept photos."),
+    max_keepers_rejected: float = typer.Option(0.05, "--max-keepers-rejected", metavar="P", callback=_probability, rich_help_panel=MODEL, help="Reject at the lowest threshold that rejects at most this share of your keepers (0-1)."),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT, help="Print what it found as JSON on stdout."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Learn your taste from the labels you set (digiKam, darktable, Lightroom) as a model."""
+    options = LearnOptions(name=name, model=model, device=device.value, batch_size=batch_size,
+                           workers=workers, recursive=recursive, no_cache=no_cache,
+                           min_labels=min_labels, max_keepers_rejected=max_keepers_rejected)
+    outcome = learn(paths, options, Terminal(quiet))
+    if as_json:
+        print(json.dumps(outcome.to_dict(), indent=2))
+    else:
+        _learned(outcome, Console(highlight=False, soft_wrap=True))
+    raise typer.Exit(EXIT_OK if not outcome.counts["failed"] else EXIT_SOME_FAILED)
 
 
 @app.command("undo", cls=Command)

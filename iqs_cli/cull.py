@@ -46,23 +46,17 @@ _COLOR_NAMES = {1: "red", 2: "orange", 3: "yellow", 4: "green", 5: "blue", 6: "m
 def person_judgement(labels: dict) -> str | None:
     """What a person decided about a photo, in words ("rated 5 stars by you"), from
     xmp.read_labels; None when the labels present are unset or the ones iqs wrote."""
-    written = labels["iqs"].get("written", {})
-
-    def by_person(value, qname: str) -> bool:
-        return (value is not None and xmp.is_set(str(value))
-                and not xmp.same_value(str(value), written.get(qname)))
-
-    rating, pick, color, label = (labels["rating"], labels["pick"], labels["color"],
-                                  labels["label"])
-    if isinstance(rating, (int, float)) and rating >= 1 and by_person(rating, "xmp:Rating"):
+    person = xmp.set_by_person(labels)
+    rating = person.get("rating")
+    if isinstance(rating, (int, float)) and rating >= 1:
         stars = int(rating)
         return f"rated {stars} star{'s' if stars != 1 else ''} by you"
-    if by_person(pick, "digiKam:PickLabel"):
-        return f"pick label {_PICK_NAMES.get(pick, pick)} set by you"
-    if by_person(color, "digiKam:ColorLabel"):
-        return f"color label {_COLOR_NAMES.get(color, color)} set by you"
-    if by_person(label, "xmp:Label"):
-        return f"color label {label} set by you"
+    if "pick" in person:
+        return f"pick label {_PICK_NAMES.get(person['pick'], person['pick'])} set by you"
+    if "color" in person:
+        return f"color label {_COLOR_NAMES.get(person['color'], person['color'])} set by you"
+    if "label" in person:
+        return f"color label {person['label']} set by you"
     return None
 
 

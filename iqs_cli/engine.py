@@ -9,8 +9,9 @@ import numpy as np
 
 from iqs_cli.card import CardError, ModelCard
 from iqs_cli.fsutil import sha256_file
+from iqs_cli.personal import head_of
 from iqs_cli.verdict import softmax
-from iqs_cli.vocabulary import (CLASSES, ONNX_INPUT, OUTPUT_ATTRIBUTES,
+from iqs_cli.vocabulary import (CLASSES, ONNX_INPUT, OUTPUT_ATTRIBUTES, OUTPUT_FEATURES,
                                 REQUIRED_OUTPUTS)
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -25,6 +26,7 @@ class ModelOutputs:
     probabilities: np.ndarray  # [N, 3], order CLASSES
     mos: np.ndarray  # [N], 0-100
     attributes: np.ndarray | None  # [N, K] in [0, 1], names in the card
+    features: np.ndarray | None = None  # [N, D] pooled features, when asked for
 
 
 def select_providers(device: str, available: list[str]) -> list[str]:
@@ -57,9 +59,16 @@ def session_options(ort, threads: int | None = None):
     return options
 
 
+class FeaturesMissing(CardError):
+    """The model has no `features` output (made before iqs 1.3)."""
+
+
 class ModelSession:
+    """An ONNX Runtime session for a card. `features=True` also returns the pooled features
+    (`iqs learn`); a personal model's card runs its base model's file with its own head."""
+
     def __init__(self, card: ModelCard, device: str = "cpu", threads: int | None = None,
-                 verify_sha256: bool = True):
+                 verify_sha256: bool = True, features: bool = False):
         import onnxruntime as ort
 
         if card.onnx_path is None:
@@ -87,16 +96,32 @@ class ModelSession:
                 f"{card.onnx_path}: not an iqs model (needs input '{ONNX_INPUT}' and outputs "
                 f"{', '.join(REQUIRED_OUTPUTS)}; missing {sorted(missing) or f'input {ONNX_INPUT}'})"
             )
+        self.head = head_of(card)
+        # The results cache keys on this: a personal model's results are its own, not its base's.
+        self.cache_key = self.sha256 if self.head is None else f"{self.sha256}+{self.head.digest}"
+        self.has_features = OUTPUT_FEATURES in outputs
+        if (features or self.head is not None) and not self.has_features:
+            raise FeaturesMissing(
+                f"{card.onnx_path}: this model has no '{OUTPUT_FEATURES}' output, which "
+                + ("a personal model needs" if self.head is not None else "`iqs learn` needs")
+                + " (models before iqs 1.3); use a shipped model of iqs 1.3 or newer, or "
+                "re-export yours with `iqs export`")
         self.output_names = list(REQUIRED_OUTPUTS) + (
             [OUTPUT_ATTRIBUTES] if OUTPUT_ATTRIBUTES in outputs else [])
+        self.returns_features = features or self.head is not None
+        if self.returns_features:
+            self.output_names.append(OUTPUT_FEATURES)
 
     def infer(self, batch: np.ndarray) -> ModelOutputs:
-        results = self.session.run(self.output_names, {ONNX_INPUT: batch})
-        logits, mos = results[0], results[1]
-        attributes = results[2] if len(results) > 2 else None
+        results = dict(zip(self.output_names,
+                           self.session.run(self.output_names, {ONNX_INPUT: batch})))
         low, high = self.card.mos_range
-        mos = np.clip(np.asarray(mos, np.float32).reshape(-1), low, high)
-        return ModelOutputs(softmax(np.asarray(logits, np.float32)), mos, attributes)
+        mos = np.clip(np.asarray(results[REQUIRED_OUTPUTS[1]], np.float32).reshape(-1), low, high)
+        probabilities = softmax(np.asarray(results[REQUIRED_OUTPUTS[0]], np.float32))
+        features = results.get(OUTPUT_FEATURES)
+        if self.head is not None:
+            probabilities = self.head.probabilities(features, probabilities)
+        return ModelOutputs(probabilities, mos, results.get(OUTPUT_ATTRIBUTES), features)
 
 
 # Photos per inference call. On a CPU, 2 is as fast as 8 (decoding overlaps inference either

@@ -35,6 +35,7 @@ class _Item:
     key: FileKey | None = None
     future: Future | None = None
     outputs: dict | None = None  # raw model outputs once known
+    features: np.ndarray | None = field(default=None, repr=False)  # pooled, when asked for
     tensor: np.ndarray | None = field(default=None, repr=False)
 
 
@@ -52,6 +53,10 @@ class Scorer:
                  workers: int | None = None, focus: str = "rejected"):
         if focus not in FOCUS_MODES:
             raise ValueError(f"focus must be one of {', '.join(FOCUS_MODES)}, got {focus!r}")
+        if session.head is not None:
+            # A personal model judges the whole view, as the person did in their viewer: a
+            # sharp window of a photo they rejected for its colours says nothing about taste.
+            focus = "off"
         self.session = session
         self.card = session.card
         self.thresholds = thresholds
@@ -81,8 +86,10 @@ class Scorer:
             return item
         if self.cache is not None:
             item.outputs = self.cache.get(item.key)
+            if self.session.returns_features and item.outputs is not None:
+                item.features = self.cache.get_features(item.key, self._feature_size())
             result.cached = item.outputs is not None
-        if item.outputs is None:
+        if item.outputs is None or (self.session.returns_features and item.features is None):
             item.future = pool.submit(self._decode, str(entry.primary))
         return item
 
@@ -103,6 +110,7 @@ class Scorer:
         for item in to_infer:
             by_shape.setdefault(item.tensor.shape, []).append(item)
         fresh: list[tuple[FileKey, dict]] = []
+        fresh_features: list[tuple[FileKey, np.ndarray]] = []
         for group in by_shape.values():
             batch = np.stack([item.tensor for item in group])
             try:
@@ -114,15 +122,23 @@ class Scorer:
             for index, item in enumerate(group):
                 item.outputs = outputs_row(outputs, index, self.card)
                 fresh.append((item.key, item.outputs))
+                if outputs.features is not None:
+                    item.features = np.asarray(outputs.features[index], np.float32)
+                    fresh_features.append((item.key, item.features))
             for item in group:
                 item.tensor = None
         fresh += self._look_closer(items)
         if self.cache is not None:
             self.cache.put_many(list(dict(fresh).items()))
+            if self.session.returns_features:
+                self.cache.put_features(fresh_features)
         for item in items:
             if item.outputs is not None and item.result.error is None:
                 self._apply(item.result, item.outputs)
-        return [item.result for item in items]
+        return items
+
+    def _feature_size(self) -> int:
+        return int(self.card.features.get("size", 0))
 
     def _needs_focus(self, item: _Item) -> bool:
         if self.focus == "off" or item.outputs is None or item.result.error is not None:
@@ -176,6 +192,19 @@ class Scorer:
         result.label, result.stars, result.reasons = verdict.label, verdict.stars, verdict.reasons
 
     def score(self, entries: Iterable[Shot | DiscoveryError]) -> Iterator[ShotResult]:
+        for item in self._items(entries):
+            yield item.result
+
+    def score_with_features(self, entries: Iterable[Shot | DiscoveryError]
+                            ) -> Iterator[tuple[ShotResult, np.ndarray | None]]:
+        """(result, pooled features or None when the shot failed); needs a session made with
+        features=True. Features come from the cache when it has them."""
+        if not self.session.returns_features:
+            raise ValueError("score_with_features needs ModelSession(..., features=True)")
+        for item in self._items(entries):
+            yield item.result, (item.features if item.result.ok else None)
+
+    def _items(self, entries: Iterable[Shot | DiscoveryError]) -> Iterator[_Item]:
         stream = iter(entries)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="iqs-decode") as pool:
             self._pool = pool

@@ -21,7 +21,8 @@ needs, and filtering by stars in digiKam, darktable or Lightroom gives the same 
 
 Which label (`decide`): the class head with the card's `reject_at` (`label_from_probabilities`),
 made coherent with the MOS and the defect severities (`_coherent`), then, when the second look
-at the sharpest region was taken, `_second_look`.
+at the sharpest region was taken, `_second_look`. A personal model (`iqs learn`) follows its
+own head instead (`_personal_verdict`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 
 from iqs_cli.card import ModelCard
 from iqs_cli.vocabulary import (
-    CLASSES, LOW_QUALITY, TOKEN_OF_ATTRIBUTE, WORDING,
+    CLASSES, LIKE_YOUR_REJECTS, LOW_QUALITY, TOKEN_OF_ATTRIBUTE, WORDING,
 )
 
 # Joins reasons in CSV cells and in the table. Tokens and wordings never contain ";" (tokens
@@ -153,8 +154,11 @@ def label_from_probabilities(probs: dict[str, float], thresholds: Thresholds) ->
     return max(candidates, key=lambda name: probs[name])
 
 
-def reasons_for(label: str, attributes: dict[str, float], threshold: float) -> list[str]:
-    """Reason tokens for a shot with this label (rules in the module docstring)."""
+def reasons_for(label: str, attributes: dict[str, float], threshold: float,
+                personal: bool = False) -> list[str]:
+    """Reason tokens for a shot with this label (rules in the module docstring). A personal
+    model's rejection names the defects at the threshold, else LIKE_YOUR_REJECTS: it rejects
+    for the person's reasons, which need not be a defect."""
     if label == "accepted":
         return []  # reasons explain what pulled a shot down; a shot the model accepts needs none
     ranked = sorted(
@@ -168,7 +172,9 @@ def reasons_for(label: str, attributes: dict[str, float], threshold: float) -> l
         if severity >= threshold and token not in reasons:
             reasons.append(token)
     if label == "rejected" and not reasons:
-        if ranked and ranked[0][0] >= threshold / 2:
+        if personal:
+            reasons = [LIKE_YOUR_REJECTS]
+        elif ranked and ranked[0][0] >= threshold / 2:
             reasons = [reason_token(ranked[0][1])]
         else:
             reasons = [LOW_QUALITY]
@@ -254,8 +260,24 @@ def decide(
     """`focus`: the model's outputs (probabilities, attributes) on the sharpest window at a
     larger scale (iqs_cli/focus.py), when that second look was taken; see `_second_look`."""
     resolved = thresholds.resolved(card)
+    if card.personal:
+        return _personal_verdict(probs, mos, attributes, resolved)
     label = _coherent(label_from_probabilities(probs, resolved), probs, mos, attributes, resolved)
     if focus is not None:
         label, attributes = _second_look(label, probs, attributes, focus, resolved, focus_can_reject)
     reasons = reasons_for(label, attributes, resolved.reason_at)
     return Verdict(label=label, stars=stars_for(label, mos, resolved.stars), reasons=reasons)
+
+
+def _personal_verdict(probs: dict[str, float], mos: float, attributes: dict[str, float],
+                      thresholds: Thresholds) -> Verdict:
+    """A personal model (iqs_cli/personal.py): rejected exactly when the person's head says so
+    (P(rejected) >= its reject_at), whatever the MOS: the person may reject what the base model
+    finds fine (a colour cast, a portrait frame). A named defect still keeps a shot from
+    "accepted", as with any model."""
+    label = label_from_probabilities(probs, thresholds)
+    if (label == "accepted" and attributes
+            and max(float(v) for v in attributes.values()) >= thresholds.reason_at):
+        label = "pending"
+    reasons = reasons_for(label, attributes, thresholds.reason_at, personal=True)
+    return Verdict(label=label, stars=stars_for(label, mos, thresholds.stars), reasons=reasons)

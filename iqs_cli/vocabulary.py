@@ -43,12 +43,17 @@ ONNX_INPUT = "image"  # float32 [N, 3, H, W]
 OUTPUT_CLASS_LOGITS = "class_logits"  # [N, 3], order CLASSES
 OUTPUT_MOS = "mos"  # [N], 0-100
 OUTPUT_ATTRIBUTES = "attributes"  # [N, K], defect severities in [0, 1], order card.attributes
-ONNX_OUTPUTS = (OUTPUT_CLASS_LOGITS, OUTPUT_MOS, OUTPUT_ATTRIBUTES)
-REQUIRED_OUTPUTS = (OUTPUT_CLASS_LOGITS, OUTPUT_MOS)  # the attributes head is optional
+# [N, D]: the pooled backbone features the linear heads read (after their normalization), the
+# inputs a personal model is fitted on (`iqs learn`); size in the card's `features`.
+OUTPUT_FEATURES = "features"
+ONNX_OUTPUTS = (OUTPUT_CLASS_LOGITS, OUTPUT_MOS, OUTPUT_ATTRIBUTES, OUTPUT_FEATURES)
+REQUIRED_OUTPUTS = (OUTPUT_CLASS_LOGITS, OUTPUT_MOS)  # attributes and features are optional
 
 # --- attributes and reasons ---------------------------------------------------------------
 
 LOW_QUALITY = "low_quality"  # the reason that stands for no single attribute
+# A personal model's rejection that no attribute explains (iqs_cli/personal.py, `iqs learn`).
+LIKE_YOUR_REJECTS = "like_your_rejects"
 
 # The one table of reasons: attribute name -> token -> human wording. LOW_QUALITY stands for no
 # single attribute. An attribute missing here gets its own name as token (verdict.reason_token).
@@ -62,6 +67,7 @@ REASONS: tuple[tuple[str | None, str, str], ...] = (
     ("color", "color", "poor color (cast or washed out)"),
     ("contrast", "contrast", "low contrast"),
     (None, LOW_QUALITY, "low overall quality"),
+    (None, LIKE_YOUR_REJECTS, "like the photos you rejected"),
 )
 TOKEN_OF_ATTRIBUTE = {attribute: token for attribute, token, _ in REASONS if attribute}
 WORDING = {token: wording for _, token, wording in REASONS}

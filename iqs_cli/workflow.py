@@ -258,7 +258,7 @@ def _score(entries: list, options: ScoreOptions, reporter: Reporter,
         session = ModelSession(load_card(options.model), device=options.device)
     except (CardError, EngineError) as exc:
         raise RunError(str(exc)) from exc
-    cache = None if options.no_cache else ResultCache(model_sha256=session.sha256)
+    cache = None if options.no_cache else ResultCache(model_sha256=session.cache_key)
     _warn_about(cache, reporter)
     scorer = Scorer(session, Thresholds(reject_at=options.reject_at, accept_at=options.accept_at),
                     cache, batch_size=options.batch_size or default_batch(session),

@@ -63,6 +63,7 @@ def user_tmp_path():
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    """Every test gets its own results cache (never the user's)."""
+    """Every test gets its own results cache and personal models folder (never the user's)."""
     monkeypatch.setenv("IQS_CACHE_DIR", str(tmp_path / "iqs-cache"))
+    monkeypatch.setenv("IQS_CONFIG_DIR", str(tmp_path / "iqs-config"))
 

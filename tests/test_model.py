@@ -104,10 +104,13 @@ def test_outputs_have_the_contract_shapes_and_ranges(net):
     assert out["mos"].shape == (3,) and bool(((out["mos"] > 0) & (out["mos"] < 100)).all())
     assert out["attributes"].shape == (3, 4)
     assert bool(((out["attributes"] >= 0) & (out["attributes"] <= 1)).all())
+    # `features` are what the linear heads read: a personal head (iqs learn) stands in for them.
+    assert out["features"].shape == (3, net.feature_dim)
+    torch.testing.assert_close(net.class_head(out["features"]), out["class_logits"])
     wrapper = M.ExportWrapper(net)
-    assert wrapper.output_names == ("class_logits", "mos", "attributes")
+    assert wrapper.output_names == ("class_logits", "mos", "attributes", "features")
     no_attributes = M.IQSNet("lite0", num_attributes=0, pretrained=False).eval()
-    assert M.ExportWrapper(no_attributes).output_names == ("class_logits", "mos")
+    assert M.ExportWrapper(no_attributes).output_names == ("class_logits", "mos", "features")
 
 
 @pytest.mark.parametrize("trainable_blocks,train_conv_head,multiscale", [

@@ -235,7 +235,7 @@ def test_attribute_heads_without_labels_are_not_trained_or_exported(tmp_path):
     assert card["attributes"] == []
     assert set(card["reasons"]) == {"low_quality"}  # no reason it never learned
     outputs = [o.name for o in onnx.load(str(onnx_path)).graph.output]
-    assert outputs == ["class_logits", "mos"]
+    assert outputs == ["class_logits", "mos", "features"]
 
 
 @QUIET

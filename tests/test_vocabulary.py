@@ -81,7 +81,7 @@ def test_vocabulary_values():
     assert [vocabulary.class_index(name) for name in CLASSES] == [0, 1, 2]
     assert [vocabulary.class_name(i) for i in range(3)] == list(CLASSES)
     assert vocabulary.ONNX_INPUT == "image"
-    assert vocabulary.ONNX_OUTPUTS == ("class_logits", "mos", "attributes")
+    assert vocabulary.ONNX_OUTPUTS == ("class_logits", "mos", "attributes", "features")
     assert set(vocabulary.DEFAULT_ATTRIBUTES) <= set(vocabulary.TOKEN_OF_ATTRIBUTE)
     assert vocabulary.WORDING[vocabulary.LOW_QUALITY]
 

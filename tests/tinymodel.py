@@ -19,9 +19,10 @@ ATTRIBUTES = ["blur", "noise", "underexposure", "compression"]
 
 
 def build_tiny_model(folder: Path, name: str = "tiny", size: int = 32, version: str = "0.0.1",
-                     attributes: list[str] = ATTRIBUTES) -> Path:
+                     attributes: list[str] = ATTRIBUTES, features: bool = False) -> Path:
     """Write NAME.onnx and its card into `folder`; `attributes` names the severities (all the
-    same function of darkness)."""
+    same function of darkness). `features`: also the `features` output, [N, 3], the mean of
+    each colour channel (what `iqs learn` fits a personal head on)."""
     folder.mkdir(parents=True, exist_ok=True)
     # Mean brightness after normalization lies in [-1, 1].
     inits = [
@@ -46,7 +47,7 @@ def build_tiny_model(folder: Path, name: str = "tiny", size: int = 32, version: 
         helper.make_node("Squeeze", ["mos_col", "axis1"], ["mos"]),
         helper.make_node("MatMul", ["brightness", "w_attr"], ["attr_raw"]),
         helper.make_node("Sigmoid", ["attr_raw"], ["attributes"]),
-    ]
+    ] + ([helper.make_node("Identity", ["flat"], ["features"])] if features else [])
     graph = helper.make_graph(
         nodes,
         "iqs_tiny",
@@ -55,7 +56,8 @@ def build_tiny_model(folder: Path, name: str = "tiny", size: int = 32, version: 
             helper.make_tensor_value_info("class_logits", TensorProto.FLOAT, ["N", 3]),
             helper.make_tensor_value_info("mos", TensorProto.FLOAT, ["N"]),
             helper.make_tensor_value_info("attributes", TensorProto.FLOAT, ["N", len(attributes)]),
-        ],
+        ] + ([helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3])]
+             if features else []),
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -79,5 +81,7 @@ def build_tiny_model(folder: Path, name: str = "tiny", size: int = 32, version: 
         "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "license": "test model",
     }
+    if features:
+        card["features"] = {"output": "features", "size": 3}
     (folder / f"{name}.json").write_text(json.dumps(card, indent=2))
     return onnx_path

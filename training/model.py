@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqs_cli.vocabulary import OUTPUT_ATTRIBUTES, OUTPUT_CLASS_LOGITS, OUTPUT_MOS, REQUIRED_OUTPUTS
+from iqs_cli.vocabulary import (OUTPUT_ATTRIBUTES, OUTPUT_CLASS_LOGITS, OUTPUT_FEATURES, OUTPUT_MOS,
+                                REQUIRED_OUTPUTS)
 
 # TensorFlow's BatchNorm momentum 0.99 is torch's 0.01 (torch weights the new batch).
 BN_MOMENTUM = 0.01
@@ -385,13 +386,15 @@ class IQSNet(nn.Module):
         return self.heads(features)
 
     def heads(self, features: torch.Tensor) -> dict:
-        h = self.neck(self.dropout(self.feature_norm(features)))
+        normalized = self.feature_norm(features)
+        h = self.neck(self.dropout(normalized))
         mos_logit = self.mos_head(h).squeeze(1)
         low, high = self.mos_span
         mos = low + (high - low) * torch.sigmoid(mos_logit)
         if self.mos_span != (0.0, 100.0):
             mos = mos.clamp(0.0, 100.0)
-        out = {OUTPUT_CLASS_LOGITS: self.class_head(h), "mos_logit": mos_logit, OUTPUT_MOS: mos}
+        out = {OUTPUT_CLASS_LOGITS: self.class_head(h), "mos_logit": mos_logit, OUTPUT_MOS: mos,
+               OUTPUT_FEATURES: normalized}
         if self.attribute_head is not None:
             logits = self.attribute_head(h)
             out["attribute_logits"] = logits
@@ -416,13 +419,15 @@ class IQSNet(nn.Module):
 
 
 class ExportWrapper(nn.Module):
-    """The contract's outputs as a tuple: class_logits [N, 3], mos [N] and, when the network
-    has an attributes head, attributes [N, K] (the contract makes it optional)."""
+    """The contract's outputs as a tuple: class_logits [N, 3], mos [N], attributes [N, K] when
+    the network has an attributes head (the contract makes it optional), and features [N, D],
+    the normalized pooled features the heads read (what `iqs learn` fits a personal head on)."""
 
     def __init__(self, net: IQSNet):
         super().__init__()
         self.net = net
-        self.output_names = REQUIRED_OUTPUTS + ((OUTPUT_ATTRIBUTES,) if net.num_attributes else ())
+        self.output_names = (REQUIRED_OUTPUTS + ((OUTPUT_ATTRIBUTES,) if net.num_attributes else ())
+                             + (OUTPUT_FEATURES,))
 
     def forward(self, image: torch.Tensor):
         out = self.net(image)

@@ -24,6 +24,7 @@ from .packet import Packet, first_values
 XMP_NS = "http://ns.adobe.com/xap/1.0/"
 DIGIKAM_NS = "http://www.digikam.org/ns/1.0/"
 IQS_NS = "https://github.com/iqs-photo/iqs/ns/1.0/"
+DARKTABLE_NS = "http://darktable.sf.net/"
 
 PICK = (DIGIKAM_NS, "PickLabel")
 RATING = (XMP_NS, "Rating")
@@ -116,7 +117,25 @@ def labels_from(packet: Packet) -> dict:
         "label": label.strip() if label is not None else None,
         "iqs": iqs,
         "by_iqs": by_iqs,  # the labels present are the ones iqs wrote (no person changed them)
+        # darktable wrote this packet: it gives every photo 1 star on import, so a 1 there is
+        # no judgement by itself (iqs learn).
+        "darktable": any(prop.uri == DARKTABLE_NS for prop in props),
     }
+
+
+def set_by_person(labels: dict) -> dict:
+    """The label values in `labels` (as `labels_from` returns them) that a person set: any of
+    "pick", "rating", "color", "label", each left out when unset (0, empty) or equal to the value
+    iqs recorded writing."""
+    written = labels["iqs"].get("written", {})
+    person = {}
+    for name, key in (("pick", PICK), ("rating", RATING), ("color", COLOR), ("label", LABEL)):
+        value = labels.get(name)
+        if value is not None and is_set(str(value)) and not same_value(str(value),
+                                                                      written.get(QNAME[key])):
+            person[name] = value
+    return person
+
 
 
 def wanted_labels(result: ShotResult, color_labels: bool) -> dict:
