@@ -11,6 +11,7 @@ its entry replaced.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from platformdirs import user_cache_dir
 
+from iqs_cli.capture import is_descriptor
 from iqs_cli.vocabulary import CLASSES
 from iqs_cli.fsutil import why
 
@@ -65,7 +67,8 @@ def _is_scores(value: object, required: tuple[str, ...] = ()) -> bool:
 def valid_outputs(outputs: object) -> bool:
     """Whether `outputs` has the shape scoring reads: {"probabilities": {class: number},
     "mos": number, "attributes"?: {name: number}, "focus"?: None or {"probabilities",
-    "attributes"?}}. Anything else in the cache (damaged, or another iqs's format) is a miss."""
+    "attributes"?}, "descriptor"?: capture.descriptor's hex, "taken"?: None or seconds}.
+    Anything else in the cache (damaged, or another iqs's format) is a miss."""
     if not isinstance(outputs, dict):
         return False
     if not (_is_scores(outputs.get("probabilities"), CLASSES) and _is_number(outputs.get("mos"))):
@@ -76,6 +79,11 @@ def valid_outputs(outputs: object) -> bool:
     if focus is not None and not (
             isinstance(focus, dict) and _is_scores(focus.get("probabilities"), CLASSES)
             and ("attributes" not in focus or _is_scores(focus["attributes"]))):
+        return False
+    if "descriptor" in outputs and not is_descriptor(outputs["descriptor"]):
+        return False
+    taken = outputs.get("taken")
+    if taken is not None and not (_is_number(taken) and math.isfinite(taken)):
         return False
     return True
 

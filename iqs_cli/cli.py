@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from iqs_cli import __version__, workflow, xmp
+from iqs_cli.bursts import DEFAULT_GAP
 from iqs_cli.card import DEFAULT_MODEL_NAME, shipped_models_dir
 from iqs_cli.engine import DEVICES
 from iqs_cli.journal import FolderBusy, JournalError
@@ -149,6 +150,12 @@ def _probability(value: Optional[float]) -> Optional[float]:
     return value
 
 
+def _seconds(value: float) -> float:
+    if value < 0 or value != value:  # NaN is no number of seconds either
+        raise typer.BadParameter(f"{value:g} is not a number of seconds: give 0 or more")
+    return value
+
+
 def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
     """An option's fixed values, any case accepted (typer.Option(case_sensitive=False))."""
     return Enum(name, {value: value for value in values}, type=str)
@@ -156,12 +163,15 @@ def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
 
 def _options(params: dict, *kinds: type) -> list:
     """Each workflow options dataclass in `kinds`, made from the command's parameters of the
-    same names (choices as their plain values)."""
+    same names (choices as their plain values); a field the command has no option for keeps
+    its default."""
     plain = {k: v.value if isinstance(v, Enum) else v for k, v in params.items()}
-    return [kind(**{f.name: plain[f.name] for f in fields(kind)}) for kind in kinds]
+    return [kind(**{f.name: plain[f.name] for f in fields(kind) if f.name in plain})
+            for kind in kinds]
 
 
 INPUT, MODEL, OUTPUT, LABELS, MOVING = "Input", "Model", "Output", "XMP labels", "Moving"
+BURSTS = "Bursts"
 Format, Device = _choices("Format", FORMATS), _choices("Device", DEVICES)
 Sidecar, Focus = _choices("Sidecar", xmp.SIDECAR_STYLES), _choices("Focus", FOCUS_MODES)
 
@@ -190,6 +200,10 @@ InFileOpt = typer.Option(False, "--in-file", rich_help_panel=LABELS, help="Into 
 ColorOpt = typer.Option(False, "--color-labels", rich_help_panel=LABELS, help="Also color labels: red, yellow, green.")
 FocusOpt = typer.Option("rejected", "--focus-check", metavar="MODE", case_sensitive=False, rich_help_panel=MODEL, show_default=False, help="Second look at the sharpest region: rejected (default: at rejected shots), all (also missed focus; slower) or off.")
 OverwriteOpt = typer.Option(False, "--overwrite", rich_help_panel=LABELS, help="Replace labels a person set (kept by default).")
+NoBurstsOpt = typer.Option(False, "--no-bursts", rich_help_panel=BURSTS, help="Do not group bursts (grouped, the sharpest frame keeps its label).")
+BurstGapOpt = typer.Option(DEFAULT_GAP, "--burst-gap", metavar="SECONDS", callback=_seconds, rich_help_panel=BURSTS, help="Most seconds between burst frames.")
+SimilarOnlyOpt = typer.Option(False, "--similar-only", rich_help_panel=BURSTS, help="Group alike shots at any time apart.")
+RejectDuplicatesOpt = typer.Option(False, "--reject-duplicates", rich_help_panel=BURSTS, help="Reject a burst's other frames.")
 
 # What an --output file's extension says about its format (anything else needs --format).
 FORMAT_OF_SUFFIX = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -246,6 +260,10 @@ def score(
     in_file: bool = InFileOpt,
     color_labels: bool = ColorOpt,
     overwrite: bool = OverwriteOpt,
+    no_bursts: bool = NoBurstsOpt,
+    burst_gap: float = BurstGapOpt,
+    similar_only: bool = SimilarOnlyOpt,
+    reject_duplicates: bool = RejectDuplicatesOpt,
 ) -> None:
     """Score photos: label (rejected / pending / accepted), MOS 0-100, stars, reasons."""
     options, labels = _options(locals(), workflow.ScoreOptions, workflow.XmpOptions)
@@ -279,6 +297,10 @@ def cull_command(
     in_file: bool = InFileOpt,
     color_labels: bool = ColorOpt,
     overwrite: bool = OverwriteOpt,
+    no_bursts: bool = NoBurstsOpt,
+    burst_gap: float = BurstGapOpt,
+    similar_only: bool = SimilarOnlyOpt,
+    reject_duplicates: bool = RejectDuplicatesOpt,
     move_rejected: bool = typer.Option(False, "--move-rejected", rich_help_panel=MOVING, help="Move rejected shots, whole, to FOLDER/_rejected/."),
     to: Optional[Path] = typer.Option(None, "--to", metavar="FOLDER", rich_help_panel=MOVING, help="... or to this folder (outside FOLDER)."),
     dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=MOVING, help="Print the plan; change nothing."),

@@ -26,7 +26,7 @@ FORMATS = ("auto", "table", "jsonl", "json", "csv")
 LABEL_STYLES = {"rejected": "bold red", "pending": "yellow", "accepted": "bold green"}
 CSV_COLUMNS = [
     "path", "files", "label", "p_rejected", "p_pending", "p_accepted", "mos", "stars",
-    "reasons", "model", "model_version", "error",
+    "reasons", "model", "model_version", "error", "group", "group_rank", "group_best",
 ]
 
 
@@ -46,7 +46,8 @@ def csv_row(result: ShotResult) -> list:
         *(probs.get(name, "") for name in CLASSES),
         "" if result.mos is None else result.mos, "" if result.stars is None else result.stars,
         REASON_SEPARATOR.join(result.reasons), result.model or "", result.model_version or "",
-        result.error or "",
+        result.error or "", "" if result.group is None else result.group,
+        "" if result.group_rank is None else result.group_rank, result.group_best or "",
     ]
 
 
@@ -166,13 +167,41 @@ _FIXED_COLUMNS = 8 + 10 + 9
 _MIN_WHY = 20
 
 
+# Marks before the frames of a burst in the table: its best frame first, the others below it.
+BURST_MARKS = ("┌ ", "├ ", "└ ")
+
+
+def table_order(scored: list[ShotResult]) -> list[tuple[ShotResult, str]]:
+    """Scored shots best first (by MOS), each burst together where its best frame sorts, in
+    rank order, with its mark (BURST_MARKS; "" for a shot in no burst)."""
+    groups: dict[int, list[ShotResult]] = {}
+    for r in scored:
+        if r.group is not None:
+            groups.setdefault(r.group, []).append(r)
+    rows: list[tuple[ShotResult, str]] = []
+    placed: set[int] = set()
+    for r in sorted(scored, key=lambda r: -(r.mos or 0.0)):
+        members = groups.get(r.group, []) if r.group is not None else []
+        if len(members) < 2:
+            rows.append((r, ""))
+            continue
+        if r.group in placed or (r.group_rank != 1 and any(m.group_rank == 1 for m in members)):
+            continue  # placed with its best frame
+        placed.add(r.group)
+        members = sorted(members, key=lambda m: m.group_rank or 0)
+        rows += [(m, BURST_MARKS[0 if i == 0 else 2 if i == len(members) - 1 else 1])
+                 for i, m in enumerate(members)]
+    return rows
+
+
 def results_table(results: list[ShotResult], wording: dict[str, str] | None = None,
                   width: int = 120) -> Table:
     """The results for people, best first, errors last, in `width` columns: paths relative to
     the folder holding them all (the title names it), cut in the middle when too long."""
     base = common_folder(results)
     names = {id(r): shot_name(r, base) for r in results}
-    longest = max((len(n) for n in names.values()), default=5)
+    longest = max((len(n) + (len(BURST_MARKS[0]) if r.group is not None else 0)
+                   for r in results for n in [names[id(r)]]), default=5)
     photo_width = max(12, min(longest, width - _FIXED_COLUMNS - _MIN_WHY))
     table = Table(show_edge=False, header_style="bold", pad_edge=False,
                   title=f"in {base}" if base else None, title_justify="left",
@@ -181,13 +210,13 @@ def results_table(results: list[ShotResult], wording: dict[str, str] | None = No
     table.add_column("label", no_wrap=True)
     table.add_column("MOS  stars", no_wrap=True)
     table.add_column("why / error", overflow="fold")
-    scored = sorted((r for r in results if r.ok), key=lambda r: -(r.mos or 0.0))
-    for r in scored:
+    for r, mark in table_order([r for r in results if r.ok]):
         score = Text(f"{r.mos:4.1f} ")
         if r.label != "rejected":
             score.append_text(stars_text(r.stars, r.label))
+        name = shorten_middle(names[id(r)], photo_width - len(mark))
         table.add_row(  # Text, not str: a file name like "[x]1.jpg" is not markup
-            Text(shorten_middle(names[id(r)], photo_width)),
+            Text(mark) + Text(name),
             Text(r.label or "", style=LABEL_STYLES.get(r.label or "", "")),
             score, Text(reasons_text(r.reasons, wording)),
         )

@@ -18,7 +18,16 @@ class ShotResult:
     model: str | None = None
     model_version: str | None = None
     error: str | None = None
+    # Bursts (iqs_cli/bursts.py): the group's number in this run (None: not in a group), this
+    # frame's rank in it (1 = best) and the best frame's path.
+    group: int | None = None
+    group_rank: int | None = None
+    group_best: str | None = None
     cached: bool = False
+    # What grouping reads (iqs_cli/capture.py), not output: capture time (seconds, camera
+    # clock) and the 96-byte look of the frame as hex.
+    taken: float | None = None
+    descriptor: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -26,7 +35,8 @@ class ShotResult:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data.pop("cached")
+        for internal in ("cached", "taken", "descriptor"):
+            data.pop(internal)
         return data
 
     @classmethod

@@ -15,6 +15,7 @@ from itertools import islice
 
 import numpy as np
 
+from iqs_cli import capture
 from iqs_cli.cache import FileKey, ResultCache
 from iqs_cli.card import image_to_tensor
 from iqs_cli.decode import DecodeError, load_rgb, os_error_message
@@ -37,6 +38,7 @@ class _Item:
     outputs: dict | None = None  # raw model outputs once known
     features: np.ndarray | None = field(default=None, repr=False)  # pooled, when asked for
     tensor: np.ndarray | None = field(default=None, repr=False)
+    facts: dict = field(default_factory=dict)  # descriptor and capture time (capture.py)
 
 
 def _describe_exception(exc: BaseException) -> str:
@@ -67,8 +69,13 @@ class Scorer:
         self._pool: ThreadPoolExecutor | None = None
 
     def _decode(self, path: str) -> np.ndarray:
+        return self._decode_shot(path)[0]
+
+    def _decode_shot(self, path: str) -> tuple[np.ndarray, dict]:
         image = load_rgb(path, self.card.input.decode_min_side)
-        return image_to_tensor(image, self.card.input)
+        # What burst grouping needs, from the pixels at hand (kept with the cached outputs).
+        facts = {"descriptor": capture.descriptor(image), "taken": capture.capture_time(path)}
+        return image_to_tensor(image, self.card.input), facts
 
     def _start(self, entry: Shot | DiscoveryError, pool: ThreadPoolExecutor) -> _Item:
         if isinstance(entry, DiscoveryError):
@@ -86,11 +93,13 @@ class Scorer:
             return item
         if self.cache is not None:
             item.outputs = self.cache.get(item.key)
+            if item.outputs is not None and "descriptor" not in item.outputs:
+                item.outputs = None  # cached before bursts: scored again once, for its look
             if self.session.returns_features and item.outputs is not None:
                 item.features = self.cache.get_features(item.key, self._feature_size())
             result.cached = item.outputs is not None
         if item.outputs is None or (self.session.returns_features and item.features is None):
-            item.future = pool.submit(self._decode, str(entry.primary))
+            item.future = pool.submit(self._decode_shot, str(entry.primary))
         return item
 
     def _finish(self, items: list[_Item]) -> list[ShotResult]:
@@ -99,7 +108,7 @@ class Scorer:
             if item.future is None:
                 continue
             try:
-                item.tensor = item.future.result()
+                item.tensor, item.facts = item.future.result()
                 to_infer.append(item)
             except BaseException as exc:  # noqa: BLE001 - one bad file must not stop the run
                 if isinstance(exc, KeyboardInterrupt):
@@ -127,6 +136,9 @@ class Scorer:
                     fresh_features.append((item.key, item.features))
             for item in group:
                 item.tensor = None
+        for item in to_infer:
+            if item.outputs is not None:
+                item.outputs.update(item.facts)
         fresh += self._look_closer(items)
         if self.cache is not None:
             self.cache.put_many(list(dict(fresh).items()))
@@ -190,6 +202,7 @@ class Scorer:
         result.mos = outputs["mos"]
         result.attributes = outputs.get("attributes", {})
         result.label, result.stars, result.reasons = verdict.label, verdict.stars, verdict.reasons
+        result.descriptor, result.taken = outputs.get("descriptor"), outputs.get("taken")
 
     def score(self, entries: Iterable[Shot | DiscoveryError]) -> Iterator[ShotResult]:
         for item in self._items(entries):

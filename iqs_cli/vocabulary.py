@@ -54,6 +54,8 @@ REQUIRED_OUTPUTS = (OUTPUT_CLASS_LOGITS, OUTPUT_MOS)  # attributes and features 
 LOW_QUALITY = "low_quality"  # the reason that stands for no single attribute
 # A personal model's rejection that no attribute explains (iqs_cli/personal.py, `iqs learn`).
 LIKE_YOUR_REJECTS = "like_your_rejects"
+# A frame of a burst whose sharper frame was kept (iqs_cli/bursts.py).
+DUPLICATE = "duplicate"
 
 # The one table of reasons: attribute name -> token -> human wording. LOW_QUALITY stands for no
 # single attribute. An attribute missing here gets its own name as token (verdict.reason_token).
@@ -68,6 +70,7 @@ REASONS: tuple[tuple[str | None, str, str], ...] = (
     ("contrast", "contrast", "low contrast"),
     (None, LOW_QUALITY, "low overall quality"),
     (None, LIKE_YOUR_REJECTS, "like the photos you rejected"),
+    (None, DUPLICATE, "a sharper frame of this burst exists"),
 )
 TOKEN_OF_ATTRIBUTE = {attribute: token for attribute, token, _ in REASONS if attribute}
 WORDING = {token: wording for _, token, wording in REASONS}

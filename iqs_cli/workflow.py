@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from iqs_cli import xmp
+from iqs_cli.bursts import DEFAULT_GAP, BurstOptions, FolderGrouper
 from iqs_cli.cache import ResultCache
 from iqs_cli.card import CardError, load_card
 from iqs_cli.cull import CullError, CullPlan, MoveReport, check_destination, execute, plan_moves
@@ -67,6 +68,11 @@ class ScoreOptions:
     focus_check: str = "rejected"  # scoring.FOCUS_MODES
     recursive: bool = True
     no_cache: bool = False
+    # Bursts (iqs_cli/bursts.py): group each folder's shots of one moment, keep the best frame.
+    no_bursts: bool = False
+    burst_gap: float = DEFAULT_GAP  # seconds between frames of one burst
+    similar_only: bool = False  # group by look alone, whatever the time between frames
+    reject_duplicates: bool = False  # frames other than a burst's best are rejected
 
 
 @dataclass(frozen=True)
@@ -263,17 +269,34 @@ def _score(entries: list, options: ScoreOptions, reporter: Reporter,
     scorer = Scorer(session, Thresholds(reject_at=options.reject_at, accept_at=options.accept_at),
                     cache, batch_size=options.batch_size or default_batch(session),
                     workers=options.workers, focus=options.focus_check)
+    # Bursts are found per folder once its shots are scored: results come on a folder at a time.
+    grouper = FolderGrouper(BurstOptions(options.burst_gap, options.similar_only,
+                                         options.reject_duplicates, options.workers)
+                            ) if not options.no_bursts else None
+
+    def hand_on(ready: list[ShotResult]) -> None:
+        for result in ready:
+            results.append(result)
+            if not result.ok:
+                reporter.message("error", f"{display_path(result.path)}: {result.error}")
+            if on_result is not None:
+                on_result(result)
+
     started = time.perf_counter()
     try:
         with reporter.progress(len(entries)) as advance:
             for result in scorer.score(entries):
-                results.append(result)
-                if not result.ok:
-                    reporter.message("error", f"{display_path(result.path)}: {result.error}")
-                if on_result is not None:
-                    on_result(result)
+                hand_on(grouper.feed(result) if grouper is not None else [result])
                 advance()
+            if grouper is not None:
+                hand_on(grouper.flush())
+    except KeyboardInterrupt:
+        if grouper is not None:  # the unfinished folder's shots, as scored: a re-run groups them
+            hand_on(grouper.release())
+        raise
     finally:
+        if grouper is not None:
+            grouper.close()
         if cache is not None:
             _warn_about(cache, reporter)
             cache.close()
@@ -430,3 +453,4 @@ def _label_and_move(outcome: CullOutcome, folder: Path, reporter: Reporter) -> N
                           ) from None
     if journal is not None and journal.steps:
         outcome.run.changed = [folder]
+

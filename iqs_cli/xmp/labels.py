@@ -98,7 +98,7 @@ def labels_from(packet: Packet) -> dict:
             probabilities[prop.local[4:].lower()] = number(prop.value)
         elif prop.local == "reasons":
             iqs["reasons"] = prop.items if prop.items is not None else [prop.value or ""]
-        elif prop.local in ("mos", "stars"):
+        elif prop.local in ("mos", "stars", "group", "groupRank"):
             iqs[prop.local] = number(prop.value)
         else:
             iqs[prop.local] = prop.value
@@ -137,7 +137,6 @@ def set_by_person(labels: dict) -> dict:
     return person
 
 
-
 def wanted_labels(result: ShotResult, color_labels: bool) -> dict:
     """The label values iqs writes for `result`: key -> text."""
     labels = {PICK: str(PICK_LABELS[result.label])}
@@ -167,6 +166,8 @@ def iqs_values(result: ShotResult, written: dict, now: datetime) -> list[tuple[s
         values.append(("modelVersion", result.model_version))
     if result.reasons:
         values.append(("reasons", list(result.reasons)))
+    if result.group is not None:  # a burst (iqs_cli/bursts.py): its number in the run, 1 = best
+        values += [("group", str(result.group)), ("groupRank", str(result.group_rank))]
     values.append(("date", now.isoformat(timespec="seconds")))
     for key in LABEL_KEYS:
         if key in written:
