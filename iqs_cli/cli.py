@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from iqs_cli import __version__, workflow, xmp
+from iqs_cli import __version__, html_report, workflow, xmp
+from iqs_cli.apply import ChangesError, apply_changes
 from iqs_cli.bursts import DEFAULT_GAP
 from iqs_cli.card import DEFAULT_MODEL_NAME, shipped_models_dir
 from iqs_cli.engine import DEVICES
@@ -304,6 +305,7 @@ def cull_command(
     move_rejected: bool = typer.Option(False, "--move-rejected", rich_help_panel=MOVING, help="Move rejected shots, whole, to FOLDER/_rejected/."),
     to: Optional[Path] = typer.Option(None, "--to", metavar="FOLDER", rich_help_panel=MOVING, help="... or to this folder (outside FOLDER)."),
     dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=MOVING, help="Print the plan; change nothing."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", rich_help_panel=OUTPUT, help="Also write an HTML page to look at the verdicts (as `iqs report`)."),
 ) -> None:
     """Score a folder, write XMP labels, and (with --move-rejected) move rejected shots away.
 
@@ -321,7 +323,78 @@ def cull_command(
     for line in outcome.lines():
         out.print(line, markup=False)
     _undo_hint(outcome.run.changed, out)
-    raise typer.Exit(EXIT_OK if outcome.ok else EXIT_SOME_FAILED)
+    page_ok = True
+    if report is not None:
+        report_run = workflow.cull_report(outcome, folder)
+        _report_line(workflow.write_report(report_run, report, reporter), report, out)
+        page_ok = report_run.ok
+    raise typer.Exit(EXIT_OK if outcome.ok and page_ok else EXIT_SOME_FAILED)
+
+
+def _report_line(page, output: Path, out: Console) -> None:
+    size = output.stat().st_size if output.is_file() else len(page.html.encode())
+    out.print(f"wrote {output} ({plural(page.shots, 'shot')}, {size / 1e6:.1f} MB): open "
+              f"{output.resolve().as_uri()} in a browser", markup=False)
+
+
+@app.command("report", cls=Command)
+def report_command(
+    paths: list[str] = typer.Argument(..., metavar="PATH", show_default=False, help="Folders (or photos) to show; shots `iqs cull` moved out of a folder are shown too."),
+    output: Path = typer.Option(Path("iqs-report.html"), "--output", "-o", metavar="FILE", rich_help_panel=OUTPUT, help="The HTML page to write, whole or not at all."),
+    thumb_size: int = typer.Option(html_report.THUMB_SIZE, "--thumb-size", min=64, max=1024, metavar="PX", rich_help_panel=OUTPUT, help="Long side of the thumbnails in the page (its size grows with it)."),
+    recursive: bool = RecursiveOpt,
+    no_cache: bool = NoCacheOpt,
+    model: Optional[str] = ModelOpt,
+    device: Device = DeviceOpt,
+    batch_size: Optional[int] = BatchOpt,
+    workers: Optional[int] = WorkersOpt,
+    reject_at: Optional[float] = RejectAtOpt,
+    accept_at: Optional[float] = AcceptAtOpt,
+    focus_check: Focus = FocusOpt,
+    no_bursts: bool = NoBurstsOpt,
+    burst_gap: float = BurstGapOpt,
+    similar_only: bool = SimilarOnlyOpt,
+    reject_duplicates: bool = RejectDuplicatesOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Write one HTML page to look at the verdicts: a tile per shot, filters, a large view,
+    and labels you set with the keyboard, saved as a changes file for `iqs apply`.
+
+    Scores through the results cache: a folder already scored is not scored again.
+    """
+    options = _options(locals(), workflow.ScoreOptions)[0]
+    reporter = Terminal(quiet)
+    report_run = workflow.report(paths, options, reporter)
+    reporter.summary(report_run.run)
+    page = workflow.write_report(report_run, output, reporter, thumb_size=thumb_size,
+                                 workers=workers)
+    _report_line(page, output, Console(highlight=False, soft_wrap=True))
+    raise typer.Exit(EXIT_OK if report_run.ok else EXIT_SOME_FAILED)
+
+
+@app.command("apply", cls=Command)
+def apply_command(
+    changes: Path = typer.Argument(..., metavar="CHANGES", show_default=False, help="The changes file a report page saved (changes.json)."),
+    style: Sidecar = SidecarOpt,
+) -> None:
+    """Write the labels you set on a report page as XMP labels: yours, so iqs keeps them.
+
+    Every change is journaled first: `iqs undo FOLDER` takes them back.
+    """
+    try:
+        result = apply_changes(changes, style.value)
+    except ChangesError as exc:
+        fail_usage(str(exc))
+    for line in result.errors:
+        say("error", line)
+    if result.stopped is not None:
+        say("stop", result.stopped)
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"labelled {plural(result.applied, 'shot')} ({plural(result.files, 'file')})"
+              + (f"; {plural(len(result.errors), 'change')} failed (named above)"
+                 if result.errors else ""), markup=False)
+    _undo_hint(result.changed, out)
+    raise typer.Exit(EXIT_BUSY if result.busy else EXIT_OK if result.ok else EXIT_SOME_FAILED)
 
 
 def _learned(outcome, out: Console) -> None:

@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from iqs_cli import xmp
+from iqs_cli import html_report, xmp
 from iqs_cli.bursts import DEFAULT_GAP, BurstOptions, FolderGrouper
 from iqs_cli.cache import ResultCache
 from iqs_cli.card import CardError, load_card
 from iqs_cli.cull import CullError, CullPlan, MoveReport, check_destination, execute, plan_moves
-from iqs_cli.discover import Shot, discover, discover_files, paths_from_stdin, skipped_summary
+from iqs_cli.discover import (Shot, discover, discover_files, is_photo_name, paths_from_stdin,
+                              skipped_summary)
 from iqs_cli.engine import EngineError, ModelSession, default_batch
-from iqs_cli.fsutil import cannot_write_in
+from iqs_cli.fsutil import cannot_write_in, describe_os_error
 from iqs_cli.journal import FolderBusy, FolderLock, Journal, JournalError, RootJournals
 from iqs_cli.report import display_path, plural
 from iqs_cli.result import ShotResult
@@ -454,3 +455,85 @@ def _label_and_move(outcome: CullOutcome, folder: Path, reporter: Reporter) -> N
     if journal is not None and journal.steps:
         outcome.run.changed = [folder]
 
+
+# ---------------------------------------------------------------------------------------------
+# The report page (`iqs report`, `iqs cull --report`; the page itself: html_report.py)
+
+
+@dataclass
+class ReportRun:
+    run: ScoringRun  # the results, where the shots were scored
+    shots: list  # html_report.ReportShot: where each shot's files are now
+    roots: list[Path]  # the folders the page covers (its changes file names them)
+    thumbnail_errors: int = 0  # set by write_report
+
+    @property
+    def ok(self) -> bool:
+        return self.run.ok and not self.thumbnail_errors
+
+
+def _with_person_labels(shots: list) -> list:
+    for shot in shots:
+        if shot.result.ok:
+            shot.person = html_report.person_label(shot.result)
+    return shots
+
+
+def _outside(paths, roots: list[Path]) -> list[Path]:
+    """The folder holding `paths` that lie outside every root (where `--to` put them)."""
+    outer = [p for p in paths if not any(Path(p).is_relative_to(r) for r in roots)]
+    return [Path(os.path.commonpath([os.path.dirname(p) for p in outer]))] if outer else []
+
+
+def report(paths: list[str], options: ScoreOptions = ScoreOptions(),
+           reporter: Reporter | None = None) -> ReportRun:
+    """The shots under `paths` for the report page, scored through the normal path (so the
+    results cache answers for a folder already scored), with the shots `iqs cull` moved out of
+    the given folders' walk (found in their journals, scored where they are now) and a
+    person's labels from the sidecars. Nothing is written."""
+    reporter = reporter or Reporter()
+    shots = find_shots(paths, options.recursive, reporter=reporter)
+    roots = [Path(os.path.realpath(r)) for r in journal_roots(shots)]
+    seen = {os.path.abspath(f) for e in shots.entries if isinstance(e, Shot) for f in e.files}
+    moved: dict[str, str] = {}
+    for root in roots:
+        found, warnings = html_report.moved_files(root)
+        for warning in warnings:
+            reporter.message("warning", warning)
+        moved.update(found)
+    extra = sorted(p for p in moved if p not in seen and is_photo_name(p))
+    entries = shots.entries + (list(discover(extra)) if extra else [])
+    run = score(Shots(shots.given, entries), options, None, reporter)
+    page_shots = [html_report.ReportShot(r, moved_from=moved.get(os.path.abspath(r.path)))
+                  for r in run.results]
+    return ReportRun(run, _with_person_labels(page_shots),
+                     roots + _outside([p for p in moved if p in extra], roots))
+
+
+def cull_report(outcome: CullOutcome, folder: Path) -> ReportRun:
+    """The report page's shots right after a cull: its results, moved ones where they went."""
+    moves = {os.path.abspath(m.src): os.path.abspath(m.dst)
+             for m in (outcome.moves.moved if outcome.moves else [])}
+    root = Path(os.path.realpath(folder))
+    shots = html_report.after_moves(outcome.run.results, moves)
+    return ReportRun(outcome.run, _with_person_labels(shots),
+                     [root] + _outside([os.path.realpath(p) for p in moves.values()], [root]))
+
+
+def write_report(report_run: ReportRun, output: Path, reporter: Reporter | None = None,
+                 thumb_size: int = html_report.THUMB_SIZE,
+                 workers: int | None = None) -> html_report.Page:
+    """Build the page and write it to `output`, whole or not at all (RunError when it cannot
+    be written); a shot whose thumbnail cannot be made is one error, its tile stays."""
+    reporter = reporter or Reporter()
+    page = html_report.build_page(report_run.shots, report_run.roots,
+                                  wording=report_run.run.wording, thumb_size=thumb_size,
+                                  workers=workers)
+    for error in page.thumbnail_errors:
+        reporter.message("error", error)
+    report_run.thumbnail_errors = len(page.thumbnail_errors)
+    try:
+        html_report.write_page(page, output)
+    except OSError as exc:
+        raise RunError(describe_os_error(exc, f"write the report {output}")) from None
+    return page

@@ -26,9 +26,10 @@ from typing import Protocol
 
 from ..fsutil import NAME_MAX, describe_os_error, write_atomic
 from ..result import ShotResult
-from .labels import PICK_LABELS, labels_from
-from .merge import check, merge
-from .packet import UNTOUCHED, Packet, XmpError, is_blank, new_packet
+from .labels import (COLOR, COLOR_LABELS, IQS_NS, LABEL, PICK, PICK_LABELS, RATING,
+                     REJECTED_RATING, WRITTEN, labels_from, same_value)
+from .merge import check, merge, rewrite
+from .packet import UNTOUCHED, Packet, XmpError, first_values, is_blank, new_packet
 
 IN_FILE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".png", ".webp"})
 SIDECAR_STYLES = ("digikam", "lightroom")
@@ -257,6 +258,23 @@ def _check_photo(photo: Path) -> None:
                        "no labels written for it")
 
 
+def _sidecar_to_change(photo: Path, style: str) -> tuple[Path, str, bytes | None, Packet]:
+    """(the sidecar labels for `photo` go to, its name for messages, its bytes or None when
+    there is none yet, its packet): XmpError, nothing changed, when it may not be changed."""
+    target = sidecar_in_use(photo, style)
+    _require_name_fits(photo, target)
+    what = f"existing sidecar {target}"
+    existing = _read_existing(target, what)
+    if existing is not None and target.is_symlink():
+        raise XmpError(f"{target} is a symbolic link; {UNTOUCHED} — replace it with a regular "
+                       "file, then re-run")
+    if existing is not None and not os.access(target, os.W_OK):
+        raise XmpError(f"{target} is read-only; {UNTOUCHED} — make it writable if iqs may "
+                       "add its labels, then re-run")
+    blank = existing is None or is_blank(existing)
+    return target, what, existing, Packet(new_packet() if blank else existing, what)
+
+
 def write_labels(photo: Path | str, result: ShotResult, *, style: str = "digikam",
                  in_file: bool = False, color_labels: bool = False, overwrite: bool = False,
                  recorder: WriteRecorder | None = None,
@@ -276,18 +294,7 @@ def write_labels(photo: Path | str, result: ShotResult, *, style: str = "digikam
         return _write_in_file(photo, result, color_labels=color_labels, overwrite=overwrite,
                               recorder=recorder, now=now)
 
-    target = sidecar_in_use(photo, style)
-    _require_name_fits(photo, target)
-    what = f"existing sidecar {target}"
-    existing = _read_existing(target, what)
-    if existing is not None and target.is_symlink():
-        raise XmpError(f"{target} is a symbolic link; {UNTOUCHED} — replace it with a regular "
-                       "file, then re-run")
-    if existing is not None and not os.access(target, os.W_OK):
-        raise XmpError(f"{target} is read-only; {UNTOUCHED} — make it writable if iqs may "
-                       "add its labels, then re-run")
-    blank = existing is None or is_blank(existing)
-    packet = Packet(new_packet() if blank else existing, what)
+    target, what, existing, packet = _sidecar_to_change(photo, style)
     merged = merge(packet, result, color_labels=color_labels, overwrite=overwrite, now=now)
     check(merged.data, merged, result, what)
     _recorded_write(target, merged.data, existing is not None, recorder,
@@ -416,3 +423,44 @@ def write_shot(result: ShotResult, *, style: str = "digikam", in_file: bool = Fa
             outcomes.append(WriteOutcome(photo, target, in_file=writes_in_file(photo, in_file),
                                          error=str(exc)))
     return outcomes
+
+
+# ---------------------------------------------------------------------------------------------
+# A person's labels (issue 17: `iqs apply` writes the labels chosen on the report page)
+
+
+def write_person_labels(photo: Path | str, label: str, rating: int, *, style: str = "digikam",
+                        recorder: WriteRecorder | None = None) -> WriteOutcome:
+    """Write a person's verdict on `photo` into its sidecar: pick label `label` (rejected /
+    pending / accepted) and xmp:Rating `rating` (-1: rejected, 0-5 stars), replacing whatever
+    pick label and rating were there, not recorded as iqs's (so every later iqs run keeps
+    them, as labels set in digiKam). A color label iqs wrote (its record unchanged) follows the
+    new pick label and becomes the person's too; a person's own color label stays. iqs's
+    `iqs:*` values (MOS, reasons, its verdict) stay. Raises XmpError (nothing changed)."""
+    if label not in PICK_LABELS:
+        raise XmpError(f"{photo}: {label!r} is not a label (rejected, pending or accepted); "
+                       "nothing written")
+    if not REJECTED_RATING <= int(rating) <= 5:
+        raise XmpError(f"{photo}: rating {rating} is outside -1..5; nothing written")
+    photo = Path(photo)
+    _check_photo(photo)
+    target, what, existing, packet = _sidecar_to_change(photo, style)
+    labels = {PICK: str(PICK_LABELS[label]), RATING: str(int(rating))}
+    first = first_values(packet.properties())
+    for key in (COLOR, LABEL):
+        record = first.get((IQS_NS, WRITTEN[key]))
+        if key in first and record is not None and same_value(first[key].value, record.value):
+            labels[COLOR], labels[LABEL] = str(COLOR_LABELS[label][0]), COLOR_LABELS[label][1]
+    # Those keys and iqs's records of them go; without a record, labels_from counts the new
+    # values as a person's, so later iqs runs keep them. iqs's own values stay.
+    records = {WRITTEN[key] for key in labels}
+    data = rewrite(packet, lambda p: p.key in labels or (p.uri == IQS_NS and p.local in records),
+                   labels, [])
+    written = labels_from(Packet(data, what))
+    if written["pick"] != PICK_LABELS[label] or written["rating"] != int(rating) \
+            or written["by_iqs"]:
+        raise XmpError(f"{what}: the person's labels did not read back as written (internal "
+                       f"error); {UNTOUCHED} — please report this file")
+    _recorded_write(target, data, existing is not None, recorder,
+                    keep_mode_of=target if existing is not None else None)
+    return WriteOutcome(photo, target, in_file=False, created=existing is None)

@@ -77,12 +77,21 @@ class Merged:
 def merge(packet: Packet, result: ShotResult, *, color_labels: bool, overwrite: bool,
           now: datetime) -> Merged:
     """The packet with iqs's labels for `result` merged in (labels.decide says whose stay)."""
-    data = packet.data
     decision = decide(packet, result, color_labels=color_labels, overwrite=overwrite)
+    data = rewrite(packet, lambda p: p.uri == IQS_NS or p.key in decision.replace,
+                   decision.labels, iqs_values(result, decision.written, now))
+    return Merged(data, decision.human_kept, decision.labels)
+
+
+def rewrite(packet: Packet, drop, labels: dict, values: list) -> bytes:
+    """`packet` with the properties `drop(prop)` selects cut out and one `rdf:Description`
+    holding `labels` (key -> value) and `values` (iqs:* local name -> value) put before
+    `</rdf:RDF>`; every other byte stays. A description left with nothing goes whole."""
+    data = packet.data
     edits: list[tuple[int, int, bytes]] = []
     for desc in packet.descriptions:
         desc_props = properties(desc)
-        removed = [p for p in desc_props if p.uri == IQS_NS or p.key in decision.replace]
+        removed = [p for p in desc_props if drop(p)]
         if not removed:
             continue
         if len(removed) == len(desc_props):  # nothing foreign left in it: drop it whole
@@ -98,9 +107,8 @@ def merge(packet: Packet, result: ShotResult, *, color_labels: bool, overwrite: 
     about = next((a.value for d in packet.descriptions for a in d.attrs
                   if (a.uri, a.local) == (RDF_NS, "about")), "")
     nl = "\r\n" if b"\r\n" in data else "\n"
-    values = iqs_values(result, decision.written, now)
     if rdf.slash >= 0:  # <rdf:RDF/>: open it up
-        ours = _description(about, rdf.scope, decision.labels, values, " ", nl)
+        ours = _description(about, rdf.scope, labels, values, " ", nl)
         edits.append((rdf.slash, rdf.tag_end,
                        f">{nl}{ours}{nl}</{rdf.qname}>".encode("ascii")))
     else:
@@ -109,10 +117,10 @@ def merge(packet: Packet, result: ShotResult, *, color_labels: bool, overwrite: 
         if line != at:  # </rdf:RDF> on a line of its own: put ours on lines before it
             eol = data[line:at].index(b"\n") + 1
             indent = data[line + eol:at].decode("ascii") + " "
-            ours = _description(about, rdf.scope, decision.labels, values, indent, nl)
+            ours = _description(about, rdf.scope, labels, values, indent, nl)
             edits.append((line + eol, line + eol, (ours + nl).encode("ascii")))
         else:
-            ours = _description(about, rdf.scope, decision.labels, values, "", nl)
+            ours = _description(about, rdf.scope, labels, values, "", nl)
             edits.append((at, at, ours.encode("ascii")))
 
     out = bytearray(data)
@@ -123,7 +131,7 @@ def merge(packet: Packet, result: ShotResult, *, color_labels: bool, overwrite: 
                            "please report this file")
         out[start:end] = new
         last = start
-    return Merged(bytes(out), decision.human_kept, decision.labels)
+    return bytes(out)
 
 
 def check(new: bytes, merged: Merged, result: ShotResult, what: str) -> None:
