@@ -210,6 +210,11 @@ def test_learn_follows_the_person_s_rule_on_photos_it_never_saw(tmp_path, featur
     rejected = next(r for r in mine.values() if r["label"] == "rejected")
     assert rejected["reasons"] == ["like_your_rejects"] and rejected["model"] == "mine"
 
+    culled = runner.invoke(app, ["cull", str(held_out), "--model", "mine", "--move-rejected"])
+    assert culled.exit_code == 0, culled.output
+    moved = {p.name for p in (held_out / "_rejected").iterdir() if p.suffix == ".jpg"}
+    assert moved == {name for name, r in mine.items() if r["label"] == "rejected"}
+
 
 def test_too_few_labels_are_refused_with_the_numbers(tmp_path, features_model):
     labelled_library(tmp_path / "lib", per_style=10)
