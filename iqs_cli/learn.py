@@ -126,9 +126,9 @@ def _sources(photo: Path) -> list[Path]:
 
 
 def person_label(shot: Shot) -> tuple[PersonLabel | None, str | None]:
-    """(the person's label of the shot or None, a problem reading its XMP or None). The first
-    source with a label wins, sidecars before the photo's own XMP (digiKam and darktable ignore
-    embedded XMP when a sidecar exists)."""
+    """(the person's label of the shot or None, the first problem reading its XMP or None).
+    The first source with a label wins, sidecars before the photo's own XMP (digiKam and
+    darktable ignore embedded XMP when a sidecar exists)."""
     problem = None
     for photo in shot.files:
         for source in _sources(Path(photo)):
@@ -139,7 +139,7 @@ def person_label(shot: Shot) -> tuple[PersonLabel | None, str | None]:
                 continue
             label = label_from(labels)
             if label is not None:
-                return label, None
+                return label, problem
     return None, problem
 
 
@@ -204,7 +204,7 @@ def _labelled(entries: list, reporter: Reporter) -> tuple[list[tuple[Shot, Perso
             continue
         label, problem = person_label(entry)
         if problem:
-            reporter.message("error", f"{problem}; its labels are not used")
+            reporter.message("error", f"{problem}; labels there are not used")
         if label is None:
             unlabelled += 1
             continue

@@ -315,3 +315,20 @@ def test_the_shipped_model_s_features_learn_a_rule_the_shipped_model_does_not_fo
 
     assert rejected(mine, "mono") >= 9 and rejected(mine, "color") <= 2  # 10 of each
     assert rejected(shipped, "mono") <= 6
+
+
+def test_labels_inside_the_photo_count_and_a_sidecar_comes_first(tmp_path):
+    import pyexiv2
+
+    from iqs_cli.discover import Shot
+
+    photo = cast_photo(tmp_path / "in-file.jpg", cast=True, seed=7)
+    with pyexiv2.Image(str(photo)) as image:  # as digiKam writes labels into a JPEG
+        image.modify_xmp({"Xmp.digiKam.PickLabel": "1"})
+    label, problem = learning.person_label(Shot(photo, [photo]))
+    assert problem is None and label.kind == "rejected"
+    Path(f"{photo}.xmp").write_text(DIGIKAM.format(pick=3))  # digiKam reads the sidecar first
+    assert learning.person_label(Shot(photo, [photo]))[0].kind == "keeper"
+    Path(f"{photo}.xmp").write_text("<x:xmpmeta")  # a broken sidecar: said, and the photo's own
+    label, problem = learning.person_label(Shot(photo, [photo]))
+    assert label.kind == "rejected" and problem and str(photo) in problem
