@@ -87,10 +87,13 @@ def child(mode: str, folder: Path, model: str | None, report_path: Path) -> None
     elif mode.startswith("score"):
         from iqs_cli.cli import app
 
-        focus = mode.partition(":")[2]  # "score:all" -> --focus-check all
+        variant = mode.partition(":")[2]  # "score:all" -> --focus-check all
         argv = ["score", str(folder), "--no-cache", "--format", "jsonl", "--quiet",
-                "--output", os.devnull] + (["--model", model] if model else []) + (
-                    ["--focus-check", focus] if focus else [])
+                "--output", os.devnull] + (["--model", model] if model else [])
+        if variant == "no-bursts":
+            argv.append("--no-bursts")
+        elif variant:
+            argv += ["--focus-check", variant]
         try:
             app(argv, standalone_mode=False)
         except SystemExit as exc:  # typer.Exit may surface as SystemExit
@@ -121,6 +124,8 @@ def main() -> None:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-report", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--no-bursts-too", action="store_true",
+                        help="also time `iqs score --no-bursts` (burst grouping's cost)")
     parser.add_argument("--focus-modes", default="", help="comma-separated --focus-check modes to time too (off,rejected,all)")
     args = parser.parse_args()
     if args.child:
@@ -143,6 +148,8 @@ def main() -> None:
             "score": run_child("score", folder, args.model)}
     for focus in filter(None, args.focus_modes.split(",")):
         rows[f"score_focus_{focus}"] = run_child(f"score:{focus}", folder, args.model)
+    if args.no_bursts_too:  # the photos are made from a few references: most form bursts
+        rows["score_no_bursts"] = run_child("score:no-bursts", folder, args.model)
     if not args.skip_naive:
         rows["naive"] = run_child("naive", folder, args.model)
     n = len(files)
