@@ -265,6 +265,9 @@ def _score(entries: list, options: ScoreOptions, reporter: Reporter,
         session = ModelSession(load_card(options.model), device=options.device)
     except (CardError, EngineError) as exc:
         raise RunError(str(exc)) from exc
+    if session.head is not None and options.focus_check == "all":
+        reporter.message("note", f"{session.card.name} is a personal model: it judges the whole "
+                         "frame, as you did, and takes no second look (--focus-check ignored)")
     cache = None if options.no_cache else ResultCache(model_sha256=session.cache_key)
     _warn_about(cache, reporter)
     scorer = Scorer(session, Thresholds(reject_at=options.reject_at, accept_at=options.accept_at),

@@ -210,6 +210,8 @@ def test_learn_follows_the_person_s_rule_on_photos_it_never_saw(tmp_path, featur
     rejected = next(r for r in mine.values() if r["label"] == "rejected")
     assert rejected["reasons"] == ["like_your_rejects"] and rejected["model"] == "mine"
 
+    looked = runner.invoke(app, ["score", str(held_out), "--model", "mine", "--focus-check", "all"])
+    assert "takes no second look" in " ".join(looked.output.split())
     culled = runner.invoke(app, ["cull", str(held_out), "--model", "mine", "--move-rejected"])
     assert culled.exit_code == 0, culled.output
     moved = {p.name for p in (held_out / "_rejected").iterdir() if p.suffix == ".jpg"}
