@@ -2,10 +2,12 @@
 group's frames, keep the best one's label and mark the rest.
 
 Grouping (`find_groups`): the folder's shots in capture order (iqs_cli/capture.py: EXIF
-DateTimeOriginal + SubSecTimeOriginal, else the file's date). A shot joins an open group when
-it looks like one of that group's last few frames (`capture.similarities`: luma structure,
-exposure within a stop, colour); a group stays open while its last frame is at most `gap`
-seconds older (with `similar_only`, whatever the time: a tripod series shot minutes apart).
+DateTimeOriginal + SubSecTimeOriginal, else the file's date). A shot joins the group of one of
+the few shots just before it when it looks like one of that group's last few frames
+(`capture.similarities`: luma structure, exposure within a stop, colour) and that group's last
+frame is at most `gap` seconds older (with `similar_only`, whatever the time: a tripod series
+shot minutes apart). The look must be surer (capture.STRICT_CORRELATION) when the time says
+little: a file's date rather than the camera's, or `similar_only`.
 Two scenes shot a second apart stay apart; a slowly panning burst chains along.
 
 Ranking (`rank`): within one scene, relative sharpness says more than any absolute score. Each
@@ -47,9 +49,9 @@ DEFAULT_GAP = 3.0  # seconds between frames of one burst (a wedding's bursts, a 
 # A new frame is compared with this many of a group's latest frames (a burst that pans along
 # drifts away from its first frame, not from its last ones).
 LOOK_BACK = 4
-# With similar_only every group stays open; the ones extended longest ago are let go beyond
-# this many, so a folder of thousands of shots costs no more than a few hundred comparisons each.
-MAX_OPEN_SIMILAR = 200
+# A shot is compared with the groups of this many shots before it in capture order (a frame
+# of another camera or a quick look elsewhere may fall between two frames of a burst).
+RECENT = 4
 # Ranking decodes for a short side of at least this: a 24 MP JPEG at draft scale 1/4
 # (1500 x 1000), where a missed focus or a shake of a few pixels still shows.
 RANK_MIN_SIDE = 960
@@ -71,7 +73,10 @@ class BurstOptions:
 
 def find_groups(results: Iterable[ShotResult], gap: float = DEFAULT_GAP,
                 similar_only: bool = False) -> list[list[ShotResult]]:
-    """Groups of 2+ shots that show one moment, each in capture order. Failed shots and shots
+    """Groups of 2+ shots that show one moment, each in capture order. A shot may join only a
+    group that one of the RECENT shots before it (in capture order) belongs to: bursts and
+    tripod series are shot one frame after the other, and comparing each shot with a whole
+    folder would, at any threshold, find some unrelated look-alike. Failed shots and shots
     without a descriptor never group; without a capture time a shot groups only with
     `similar_only`."""
     usable = [r for r in results if r.ok and capture.is_descriptor(r.descriptor)
@@ -79,29 +84,32 @@ def find_groups(results: Iterable[ShotResult], gap: float = DEFAULT_GAP,
     usable.sort(key=lambda r: (r.taken if r.taken is not None else math.inf, r.path))
     groups: list[list[ShotResult]] = []
     looks: list[list[capture.Look]] = []  # per group, its latest LOOK_BACK frames
-    open_groups: list[int] = []  # indexes into groups, least recently extended first
+    recent: list[int] = []  # the groups of the last RECENT shots, oldest first
     for shot in usable:
-        if not similar_only:
-            open_groups = [g for g in open_groups if shot.taken - groups[g][-1].taken <= gap]
+        candidates = []
+        for g in dict.fromkeys(recent):  # each group once
+            last = groups[g][-1]
+            if not similar_only and shot.taken - last.taken > gap:
+                continue
+            needed = (capture.MIN_CORRELATION if not similar_only and
+                      shot.clock == last.clock == capture.EXIF_CLOCK
+                      else capture.STRICT_CORRELATION)
+            candidates += [(g, other, needed) for other in looks[g]]
         mine = capture.look(shot.descriptor)
-        candidates = [(g, other) for g in open_groups for other in looks[g]]
         chosen = None
         if candidates:
-            scores = capture.similarities(mine, [other for _, other in candidates])
-            best = int(np.argmax(scores))
-            if scores[best] >= capture.MIN_CORRELATION:
+            scores = capture.similarities(mine, [other for _, other, _ in candidates])
+            margins = scores - np.array([needed for _, _, needed in candidates])
+            best = int(np.argmax(margins))
+            if margins[best] >= 0:
                 chosen = candidates[best][0]
         if chosen is None:
             chosen = len(groups)
             groups.append([])
             looks.append([])
-        else:
-            open_groups.remove(chosen)
         groups[chosen].append(shot)
         looks[chosen] = (looks[chosen] + [mine])[-LOOK_BACK:]
-        open_groups.append(chosen)
-        if similar_only and len(open_groups) > MAX_OPEN_SIMILAR:
-            open_groups.pop(0)
+        recent = (recent + [chosen])[-RECENT:]
     return [g for g in groups if len(g) >= 2]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from platformdirs import user_cache_dir
 
-from iqs_cli.capture import is_descriptor
+from iqs_cli.capture import CLOCKS, is_descriptor
 from iqs_cli.vocabulary import CLASSES
 from iqs_cli.fsutil import why
 
@@ -67,7 +67,8 @@ def _is_scores(value: object, required: tuple[str, ...] = ()) -> bool:
 def valid_outputs(outputs: object) -> bool:
     """Whether `outputs` has the shape scoring reads: {"probabilities": {class: number},
     "mos": number, "attributes"?: {name: number}, "focus"?: None or {"probabilities",
-    "attributes"?}, "descriptor"?: capture.descriptor's hex, "taken"?: None or seconds}.
+    "attributes"?}, "descriptor"?: capture.descriptor's hex, "taken"?: None or seconds, "clock"?: None, "exif"
+    or "file"}.
     Anything else in the cache (damaged, or another iqs's format) is a miss."""
     if not isinstance(outputs, dict):
         return False
@@ -84,6 +85,8 @@ def valid_outputs(outputs: object) -> bool:
         return False
     taken = outputs.get("taken")
     if taken is not None and not (_is_number(taken) and math.isfinite(taken)):
+        return False
+    if outputs.get("clock") not in (None, *CLOCKS):
         return False
     return True
 

@@ -1,9 +1,9 @@
 """What burst grouping needs to know of a shot, read while it is decoded anyway: when it was
 taken, and what it looks like in a few dozen bytes.
 
-- `capture_time`: EXIF DateTimeOriginal + SubSecTimeOriginal (exifread), as seconds on the
+- `taken_when`: EXIF DateTimeOriginal + SubSecTimeOriginal (exifread), as seconds on the
   camera's clock; the file's modification time (as local wall-clock time, the clock EXIF
-  uses) when the file has no usable EXIF date.
+  uses) when the file has no usable EXIF date, and which of the two it was.
 - `descriptor`: an 8 x 8 luma thumbnail plus a 4 x 4 thumbnail of each chroma channel of the
   decoded image (96 bytes, stored as hex with the shot's cached outputs). `alike` compares two:
   luma *structure* by correlation (so an exposure step of a burst does not break it), the
@@ -32,13 +32,15 @@ LUMA_SIDE, CHROMA_SIDE = 8, 4
 DESCRIPTOR_BYTES = LUMA_SIDE * LUMA_SIDE + 2 * CHROMA_SIDE * CHROMA_SIDE
 _HEX = re.compile(r"[0-9a-f]*")
 
-# When two descriptors show one scene (bench/bursts.py chose these on bursts made from the
-# pristine references: shifts of a few percent, +-2/3 EV steps, motion blur, missed focus):
-# luma structure correlates at least this much (6 of 695 same-scene pairs fall below it, a
-# meadow's texture shifted, and grouping chains them through other frames; of 17260 pairs of
-# different scenes none that pass the two checks below reaches it, only a 2x zoom of a dune
-# into the dune),
-MIN_CORRELATION = 0.70
+# When two descriptors show one scene: luma structure correlates at least MIN_CORRELATION
+# for shots both timed by the camera's clock within the gap, STRICT_CORRELATION where time
+# says little (a file's date, or --similar-only). Measured on bursts made from the pristine
+# references (bench/bursts.py: shifts, +-1/3 EV, motion blur, missed focus), same-scene pairs
+# reach 0.8 in 97 % and 0.9 in 91.5 % (grouping chains the rest through other frames); of
+# 44,850 pairs of 300 unrelated LIVE Challenge photos 2.6 % reach 0.7, 0.5 % 0.85, 0.15 % 0.9:
+# enough, at 0.7, to chain a folder of unrelated photos copied at one moment into one "burst".
+MIN_CORRELATION = 0.80
+STRICT_CORRELATION = 0.90
 # the overall brightness differs by at most this many stops (a burst's auto exposure drifts by
 # a third of a stop or so; an HDR bracket is two stops apart and stays apart),
 MAX_EV_STEP = 1.0
@@ -86,19 +88,30 @@ def exif_time(path: str | Path) -> float | None:
                          tags.get("EXIF SubSecTimeOriginal"))
 
 
-def capture_time(path: str | Path) -> float | None:
-    """When the shot was taken, in seconds on the camera's clock: EXIF first, else the file's
-    modification time read as local wall-clock time (what a camera's EXIF clock shows), else
-    None."""
+# Where a capture time came from: the camera's EXIF date, or the file's date (which copying,
+# exporting or downloading may have set for a whole folder at once).
+EXIF_CLOCK, FILE_CLOCK = "exif", "file"
+CLOCKS = (EXIF_CLOCK, FILE_CLOCK)
+
+
+def taken_when(path: str | Path) -> tuple[float | None, str | None]:
+    """(when the shot was taken, in seconds on the camera's clock, and which clock said so):
+    EXIF first, else the file's modification time read as local wall-clock time (what a
+    camera's EXIF clock shows), else (None, None)."""
     seconds = exif_time(path)
     if seconds is not None:
-        return seconds
+        return seconds, EXIF_CLOCK
     try:
         mtime = os.stat(path).st_mtime
     except OSError:
-        return None
+        return None, None
     local = datetime.fromtimestamp(mtime)
-    return local.replace(tzinfo=timezone.utc).timestamp()
+    return local.replace(tzinfo=timezone.utc).timestamp(), FILE_CLOCK
+
+
+def capture_time(path: str | Path) -> float | None:
+    """The seconds of `taken_when`."""
+    return taken_when(path)[0]
 
 
 # --- the descriptor -------------------------------------------------------------------------

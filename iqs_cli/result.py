@@ -25,8 +25,9 @@ class ShotResult:
     group_best: str | None = None
     cached: bool = False
     # What grouping reads (iqs_cli/capture.py), not output: capture time (seconds, camera
-    # clock) and the 96-byte look of the frame as hex.
+    # clock), which clock gave it ("exif" or "file") and the 96-byte look of the frame as hex.
     taken: float | None = None
+    clock: str | None = None
     descriptor: str | None = None
 
     @property
@@ -35,7 +36,7 @@ class ShotResult:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        for internal in ("cached", "taken", "descriptor"):
+        for internal in ("cached", "taken", "clock", "descriptor"):
             data.pop(internal)
         return data
 

@@ -74,7 +74,8 @@ class Scorer:
     def _decode_shot(self, path: str) -> tuple[np.ndarray, dict]:
         image = load_rgb(path, self.card.input.decode_min_side)
         # What burst grouping needs, from the pixels at hand (kept with the cached outputs).
-        facts = {"descriptor": capture.descriptor(image), "taken": capture.capture_time(path)}
+        taken, clock = capture.taken_when(path)
+        facts = {"descriptor": capture.descriptor(image), "taken": taken, "clock": clock}
         return image_to_tensor(image, self.card.input), facts
 
     def _start(self, entry: Shot | DiscoveryError, pool: ThreadPoolExecutor) -> _Item:
@@ -203,6 +204,7 @@ class Scorer:
         result.attributes = outputs.get("attributes", {})
         result.label, result.stars, result.reasons = verdict.label, verdict.stars, verdict.reasons
         result.descriptor, result.taken = outputs.get("descriptor"), outputs.get("taken")
+        result.clock = outputs.get("clock")
 
     def score(self, entries: Iterable[Shot | DiscoveryError]) -> Iterator[ShotResult]:
         for item in self._items(entries):
