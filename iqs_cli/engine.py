@@ -76,6 +76,11 @@ class ModelSession:
         self.card = card
         self.sha256 = sha256_file(card.onnx_path)
         if verify_sha256 and card.sha256 and card.sha256 != self.sha256:
+            if card.personal:
+                raise CardError(
+                    f"personal model {card.name!r}: its base model {card.onnx_path} changed since "
+                    "`iqs learn` made it (sha256 does not match: iqs updated, or the file "
+                    f"replaced); run `iqs learn YOUR-FOLDERS --name {card.name}` again")
             raise CardError(
                 f"{card.onnx_path}: sha256 does not match its card (file damaged or replaced?); "
                 "re-export the model or reinstall iqs"

@@ -250,7 +250,8 @@ def test_a_personal_model_refuses_a_base_model_that_changed(tmp_path):
                      attributes=["blur"])  # same name, other weights
     scored = runner.invoke(app, ["score", str(tmp_path / "lib"), "--model", "taste"])
     assert scored.exit_code == 2
-    assert "sha256 does not match" in " ".join(scored.output.split())
+    said = " ".join(scored.output.split())
+    assert "changed since `iqs learn` made it" in said and "iqs learn YOUR-FOLDERS --name taste" in said
 
 
 def test_names_that_are_not_plain_or_belong_to_a_shipped_model_are_refused(tmp_path):
