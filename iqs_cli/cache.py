@@ -212,6 +212,25 @@ class ResultCache:
         except sqlite3.Error as exc:
             self._disable(exc)
 
+    def copy_entries(self, moves: list[tuple[Path, Path]]) -> None:
+        """Give each file moved from `src` to `dst` the entries (every model's results and
+        features) `src` has. They are found again only while size and mtime still match."""
+        if self._db is None or not moves:
+            return
+        pairs = [(os.fsencode(os.path.abspath(dst)), os.fsencode(os.path.abspath(src)))
+                 for src, dst in moves]
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO results SELECT ?, model, size, mtime_ns, schema, outputs"
+                    " FROM results WHERE path=?", pairs)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO features SELECT ?, model, size, mtime_ns, dim, data"
+                    " FROM features WHERE path=?", pairs)
+        except sqlite3.Error as exc:
+            self._disable(exc)
+
     def _note_bad_entry(self, key: FileKey) -> None:
         # Once per cache: a damaged cache may hold many, and each is healed by re-scoring.
         if self._bad_entries_noted:

@@ -424,7 +424,18 @@ def cull(folder: Path, options: ScoreOptions = ScoreOptions(), labels: XmpOption
                 outcome.plan = _plan(outcome, folder, reporter)
         else:
             _label_and_move(outcome, folder, reporter)
+            if outcome.moves is not None and not options.no_cache:
+                _cache_follows(outcome.moves, reporter)
     return outcome
+
+
+def _cache_follows(moves: MoveReport, reporter: Reporter) -> None:
+    """The moved photos' cache entries, copied to where they are now (the old ones stay for an
+    undo): a report or re-run after a cull scores nothing again."""
+    cache = ResultCache()
+    cache.copy_entries([(m.src, m.dst) for m in moves.moved if not m.sidecar])
+    _warn_about(cache, reporter)
+    cache.close()
 
 
 def _plan(outcome: CullOutcome, folder: Path, reporter: Reporter) -> CullPlan:

@@ -70,13 +70,14 @@ def test_report_after_cull_shows_moved_shots_from_the_cache(shoot, tiny_model, t
         assert all(Path(f).is_file() for s in data["shots"] for f in s["files"])
         assert data["model"] == "tiny 0.0.1" and data["roots"] == [str(shoot.resolve())]
         assert all(s["thumb"].startswith("data:image/jpeg;base64,") for s in data["shots"])
-    # The shots left in place came from the results cache; the moved ones are scored where
-    # they are now (the cache is keyed by path).
-    assert page_data(page)["cached"] == 3
+    # Every shot came from the results cache: the cull copied the moved photos' entries to
+    # where they went, so nothing is scored again.
+    assert page_data(page)["cached"] == 5
     # Once undone, nothing is shown as moved.
     assert not undo(shoot).errors
     again = workflow.report([str(shoot)], workflow.ScoreOptions(model=str(tiny_model)))
     assert [s.moved_from for s in again.shots] == [None] * 5
+    assert all(s.result.cached for s in again.shots)  # back where they were: still known
 
 
 def test_page_is_self_contained(shoot, tiny_model, tmp_path):
