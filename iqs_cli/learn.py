@@ -34,7 +34,7 @@ from iqs_cli.cache import ResultCache
 from iqs_cli.card import CardError, load_card, personal_card_path, shipped_models_dir
 from iqs_cli.discover import Shot
 from iqs_cli.engine import EngineError, ModelSession, default_batch
-from iqs_cli.linfit import logistic_cv, stratified_folds
+from iqs_cli.linfit import logistic_cv, lowest_threshold, stratified_folds
 from iqs_cli.report import display_path
 from iqs_cli.scoring import Scorer
 from iqs_cli.workflow import Reporter, RunError, find_shots
@@ -149,10 +149,7 @@ def person_label(shot: Shot) -> tuple[PersonLabel | None, str | None]:
 
 def choose_threshold(keeper_probabilities: np.ndarray, max_rate: float) -> float:
     """The lowest THRESHOLDS value at which at most `max_rate` of the keepers are rejected."""
-    for threshold in THRESHOLDS:
-        if (keeper_probabilities >= threshold).mean() <= max_rate:
-            return threshold
-    return THRESHOLDS[-1]
+    return lowest_threshold(keeper_probabilities, max_rate, THRESHOLDS)
 
 
 def figures(rejected_by_person: np.ndarray, rejected_by_model: np.ndarray) -> dict:

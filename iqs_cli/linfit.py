@@ -71,7 +71,7 @@ def logistic_in_basis(x: np.ndarray, y: np.ndarray, lam: float,
         c, b = start[0].copy(), float(start[1])
     current = _objective(x, y, c, b, lam)
     for _ in range(max_steps):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ c + b, -60, 60)))
+        p = sigmoid(x @ c + b)
         gradient = np.append(x.T @ (p - y) / n + 2 * lam * c, np.mean(p - y))
         if np.max(np.abs(gradient)) < tol:
             break
@@ -107,6 +107,16 @@ def logistic(z: np.ndarray, y: np.ndarray, lam: float,
 
 def sigmoid(s: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(s, -60, 60)))
+
+
+def lowest_threshold(keeper_scores: np.ndarray, max_rate: float, grid) -> float:
+    """The lowest threshold of `grid` (ascending) at which at most `max_rate` of the keepers'
+    scores reach it (a wrongly rejected keeper costs a photographer more than a bad shot left
+    in); the last one when none does."""
+    for threshold in grid:
+        if (keeper_scores >= threshold).mean() <= max_rate:
+            return threshold
+    return grid[-1]
 
 
 def logistic_cv(z: np.ndarray, y: np.ndarray, lambdas, folds: list[np.ndarray]) -> dict:

@@ -24,7 +24,8 @@ import numpy as np
 
 from iqs_cli.card import (CardError, ModelCard, personal_card_path, shipped_models_dir,
                           write_card)
-from iqs_cli.vocabulary import LIKE_YOUR_REJECTS
+from iqs_cli.linfit import sigmoid
+from iqs_cli.vocabulary import LIKE_YOUR_REJECTS, WORDING
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,7 @@ class PersonalHead:
         return cls(weight, bias)
 
     def reject_probability(self, features: np.ndarray) -> np.ndarray:
-        logits = np.asarray(features, np.float64) @ self.weight.astype(np.float64) + self.bias
-        return 1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))
+        return sigmoid(np.asarray(features, np.float64) @ self.weight.astype(np.float64) + self.bias)
 
     def probabilities(self, features: np.ndarray, base: np.ndarray) -> np.ndarray:
         """[N, 3] class probabilities (order CLASSES) from the features and the base model's
@@ -93,7 +93,7 @@ def personal_card(base: ModelCard, base_sha256: str, name: str, head: PersonalHe
     thresholds["reject_at"] = float(reject_at)
     reasons = dict(base.reasons)
     if reasons:
-        reasons.setdefault(LIKE_YOUR_REJECTS, "like the photos you rejected")
+        reasons.setdefault(LIKE_YOUR_REJECTS, WORDING[LIKE_YOUR_REJECTS])
     return ModelCard(
         name=name, version=str(learned.get("date", "")), input=base.input,
         attributes=base.attributes, mos_range=base.mos_range, thresholds=thresholds,

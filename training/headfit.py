@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from iqs_cli.linfit import group_folds as _folds
+from iqs_cli.linfit import lowest_threshold
 from iqs_cli.linfit import ridge as _ridge
 
 from .metrics import srcc
@@ -111,11 +112,7 @@ def choose_reject_at(oof: np.ndarray, labels: np.ndarray, max_false_reject: floa
     labelled accepted are rejected out of fold (a wrongly rejected keeper costs a photographer
     more than a bad shot left pending), with the share of rejected rows it still catches."""
     accepted, rejected = labels == 2, labels == 0
-    chosen = REJECT_AT_GRID[-1]
-    for t in REJECT_AT_GRID:
-        if (oof[accepted, 0] >= t).mean() <= max_false_reject:
-            chosen = t
-            break
+    chosen = lowest_threshold(oof[accepted, 0], max_false_reject, REJECT_AT_GRID)
     return {"reject_at": chosen,
             "oof_accepted_rejected": round(float((oof[accepted, 0] >= chosen).mean()), 4),
             "oof_rejected_caught": round(float((oof[rejected, 0] >= chosen).mean()), 4)}
