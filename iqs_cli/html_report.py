@@ -114,10 +114,7 @@ def person_label(result: ShotResult) -> dict | None:
     sidecar of its first file that has one; None when the labels there are iqs's own, or when
     none can be read (the page then shows iqs's verdict)."""
     for name in result.files or [result.path]:
-        for style in xmp.SIDECAR_STYLES:
-            sidecar = xmp.sidecar_path(name, style)
-            if not sidecar.is_file():
-                continue
+        for sidecar in xmp.existing_sidecars(name):
             try:
                 labels = xmp.read_labels(sidecar)
             except xmp.XmpError:

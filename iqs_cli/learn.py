@@ -118,8 +118,7 @@ def label_from(labels: dict) -> PersonLabel | None:
 
 def _sources(photo: Path) -> list[Path]:
     """Where a photo's labels may be: its sidecars (both names), then its own XMP."""
-    found = [p for p in (xmp.sidecar_path(photo, "digikam"), xmp.sidecar_path(photo, "lightroom"))
-             if p.is_file()]
+    found = xmp.existing_sidecars(photo)
     if xmp.writes_in_file(photo, True):
         found.append(photo)
     return found

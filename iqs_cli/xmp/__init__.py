@@ -13,7 +13,7 @@ What this package exports below is its API; the rest is internal to the layers.
 """
 
 from .files import (IN_FILE_SUFFIXES, MAX_SIDECAR_BYTES, SIDECAR_STYLES, WriteOutcome,
-                    WriteRecorder, read_labels, sidecar_in_use, sidecar_path, target_path,
+                    WriteRecorder, existing_sidecars, read_labels, sidecar_in_use, sidecar_path, target_path,
                     write_labels, write_person_labels, write_shot, writes_in_file)
 from .labels import (COLOR_LABELS, DIGIKAM_NS, IQS_NS, PICK_LABELS, REJECTED_RATING, XMP_NS,
                      is_set, same_value, set_by_person)
@@ -22,7 +22,7 @@ from .packet import RDF_NS, XmpError
 __all__ = [
     "COLOR_LABELS", "DIGIKAM_NS", "IN_FILE_SUFFIXES", "IQS_NS", "MAX_SIDECAR_BYTES",
     "PICK_LABELS", "RDF_NS", "REJECTED_RATING", "SIDECAR_STYLES", "WriteOutcome",
-    "WriteRecorder", "XMP_NS", "XmpError", "is_set", "read_labels", "same_value", "set_by_person",
+    "WriteRecorder", "XMP_NS", "XmpError", "existing_sidecars", "is_set", "read_labels", "same_value", "set_by_person",
     "sidecar_in_use", "sidecar_path", "target_path", "write_labels", "write_person_labels",
     "write_shot", "writes_in_file",
 ]

@@ -74,6 +74,12 @@ def sidecar_path(photo: Path | str, style: str = "digikam") -> Path:
     raise ValueError(f"unknown sidecar style {style!r}: use one of {', '.join(SIDECAR_STYLES)}")
 
 
+def existing_sidecars(photo: Path | str) -> list[Path]:
+    """The sidecars `photo` has, in SIDECAR_STYLES order (`photo.ext.xmp`, then `photo.xmp`)."""
+    return [path for path in (sidecar_path(photo, style) for style in SIDECAR_STYLES)
+            if path.is_file()]
+
+
 def writes_in_file(photo: Path | str, in_file: bool) -> bool:
     """Whether labels for `photo` go into the file itself (never for RAW or unknown formats)."""
     return in_file and Path(photo).suffix.lower() in IN_FILE_SUFFIXES
