@@ -104,8 +104,8 @@ class ModelSession:
         self.head = head_of(card)
         # The results cache keys on this: a personal model's results are its own, not its base's.
         self.cache_key = self.sha256 if self.head is None else f"{self.sha256}+{self.head.digest}"
-        self.has_features = OUTPUT_FEATURES in outputs
-        if (features or self.head is not None) and not self.has_features:
+        self.returns_features = features or self.head is not None
+        if self.returns_features and OUTPUT_FEATURES not in outputs:
             raise FeaturesMissing(
                 f"{card.onnx_path}: this model has no '{OUTPUT_FEATURES}' output, which "
                 + ("a personal model needs" if self.head is not None else "`iqs learn` needs")
@@ -113,7 +113,6 @@ class ModelSession:
                 "re-export yours with `iqs export`")
         self.output_names = list(REQUIRED_OUTPUTS) + (
             [OUTPUT_ATTRIBUTES] if OUTPUT_ATTRIBUTES in outputs else [])
-        self.returns_features = features or self.head is not None
         if self.returns_features:
             self.output_names.append(OUTPUT_FEATURES)
 

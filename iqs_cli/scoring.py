@@ -68,9 +68,6 @@ class Scorer:
         self.focus = focus
         self._pool: ThreadPoolExecutor | None = None
 
-    def _decode(self, path: str) -> np.ndarray:
-        return self._decode_shot(path)[0]
-
     def _decode_shot(self, path: str) -> tuple[np.ndarray, dict]:
         image = load_rgb(path, self.card.input.decode_min_side)
         # What burst grouping needs, from the pixels at hand (kept with the cached outputs).
@@ -103,7 +100,7 @@ class Scorer:
             item.future = pool.submit(self._decode_shot, str(entry.primary))
         return item
 
-    def _finish(self, items: list[_Item]) -> list[ShotResult]:
+    def _finish(self, items: list[_Item]) -> list[_Item]:
         to_infer: list[_Item] = []
         for item in items:
             if item.future is None:

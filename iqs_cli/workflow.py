@@ -503,7 +503,7 @@ def report(paths: list[str], options: ScoreOptions = ScoreOptions(),
            reporter: Reporter | None = None) -> ReportRun:
     """The shots under `paths` for the report page, scored through the normal path (so the
     results cache answers for a folder already scored), with the shots `iqs cull` moved out of
-    the given folders' walk (found in their journals, scored where they are now) and a
+    the given folders' walk (found in their journals, looked up where they are now) and a
     person's labels from the sidecars. Nothing is written."""
     reporter = reporter or Reporter()
     shots = find_shots(paths, options.recursive, reporter=reporter)
